@@ -1,0 +1,19 @@
+"""minifaktory: a Faktory-compatible job server in one Python process on SQLite."""
+
+from minifaktory.app import RunningServer, Server, run, run_forever, serve
+from minifaktory.clock import FakeClock, SystemClock
+from minifaktory.config import Config
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Config",
+    "FakeClock",
+    "RunningServer",
+    "Server",
+    "SystemClock",
+    "__version__",
+    "run",
+    "run_forever",
+    "serve",
+]

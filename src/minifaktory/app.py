@@ -1,0 +1,254 @@
+"""Composition: one task group owns the store, broker, listeners and periodic tasks.
+
+* ``Server.run(task_status=...)`` for ``TaskGroup.start`` (readiness, no sleeps);
+* ``serve(...)``: ``async with`` inside the caller's event loop;
+* ``run(...)``: ``with`` from synchronous code, on a background thread;
+* ``run_forever(config)``: the command line's blocking entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import Future as ThreadFuture
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from minifaktory.broker import Broker
+from minifaktory.clock import Clock, SystemClock
+from minifaktory.commands import Services, Stats, current_state
+from minifaktory.config import DEFAULT_PORT, Config, split_binding
+from minifaktory.errors import ConfigError
+from minifaktory.loops import TaskRunner, standard_tasks
+from minifaktory.server import Listener
+from minifaktory.store import Store
+from minifaktory.workers import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """A minifaktory server; start it with ``run`` inside a task group."""
+
+    def __init__(self, config: Config | None = None, *, clock: Clock | None = None) -> None:
+        self.config = config or Config()
+        self.clock: Clock = clock or SystemClock()
+        self.host = ""
+        self.port = 0
+        self.services: Services | None = None
+        self.runner: TaskRunner | None = None
+        self.ready = threading.Event()
+
+    @property
+    def url(self) -> str:
+        """A ``FAKTORY_URL`` for clients, with the password when one is set."""
+        auth = f":{self.config.password}@" if self.config.password else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{auth}{host}:{self.port}"
+
+    @property
+    def db_path(self) -> Path | str:
+        return self.config.resolved_db_path()
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Open the database, listen, report readiness, and serve until cancelled."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise ConfigError("minifaktory runs on the asyncio backend of anyio") from None
+        store = Store(self.db_path, self.config.durability)
+        listener: Listener | None = None
+        try:
+            broker = Broker(store, self.clock, self.config.fetch_timeout)
+            registry = Registry()
+            runner = TaskRunner(standard_tasks(broker, registry), self.clock)
+            services = Services(
+                broker, registry, self.clock, Stats(self.clock.now_ns()), runner.stats
+            )
+            self.services, self.runner = services, runner
+            listener = Listener(services, self.config)
+            host, port = split_binding(self.config.binding, DEFAULT_PORT)
+            self.host, self.port = await listener.listen_tcp(host, port)
+            if self.config.unix_socket is not None:
+                await listener.listen_unix(Path(self.config.unix_socket))
+            log.info(
+                "minifaktory listening at %s, database %s", self.url_without_password, self.db_path
+            )
+            self.ready.set()
+            task_status.started(self)
+            await runner.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if listener is not None:
+                    await listener.close()
+                await asyncio.sleep(0)  # let the last group commit run
+                store.close()
+                self.ready.clear()
+
+    @property
+    def url_without_password(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+    async def run_due_tasks(self) -> None:
+        """Run every periodic task once at the clock's current time."""
+        assert self.runner is not None, "server is not running"
+        await self.runner.run_all()
+
+    def info(self) -> dict[str, Any]:
+        """INFO's document (call from the server's event loop)."""
+        assert self.services is not None, "server is not running"
+        return current_state(self.services)
+
+
+def _config(config: Config | None, **overrides: Any) -> Config:
+    base = config or Config(binding="127.0.0.1:0")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise TypeError(f"unknown server option(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(base, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    config: Config | None = None, *, clock: Clock | None = None, **options: Any
+) -> AsyncIterator[Server]:
+    """Run a server inside the caller's event loop for the ``async with`` block.
+
+    Options are ``Config`` fields (``binding="127.0.0.1:0"`` by default, so a free port).
+    """
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if config is None and "db_path" not in options:
+        tmp = tempfile.TemporaryDirectory(prefix="minifaktory-")
+        options["db_path"] = Path(tmp.name) / "minifaktory.db"
+        options.setdefault("durability", "normal")
+    server = Server(_config(config, **options), clock=clock)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.run)
+            try:
+                yield server
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+class RunningServer:
+    """Handle to a server running on a background thread (see ``run``)."""
+
+    def __init__(self, server: Server, loop: asyncio.AbstractEventLoop) -> None:
+        self.server = server
+        self._loop = loop
+
+    host = property(lambda self: self.server.host)
+    port = property(lambda self: self.server.port)
+    url = property(lambda self: self.server.url)
+    db_path = property(lambda self: self.server.db_path)
+    config = property(lambda self: self.server.config)
+
+    def call(self, coro: Any) -> Any:
+        """Run a coroutine on the server's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def run_due_tasks(self) -> None:
+        """Run the periodic scanners now, at the server clock's time; blocks until done."""
+        self.call(self.server.run_due_tasks())
+
+    def info(self) -> dict[str, Any]:
+        """INFO's document as a dict."""
+
+        async def get() -> dict[str, Any]:
+            return self.server.info()
+
+        result: dict[str, Any] = self.call(get())
+        return result
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+@contextlib.contextmanager
+def run(
+    config: Config | None = None, *, clock: Clock | None = None, **options: Any
+) -> Iterator[RunningServer]:
+    """Run a server on a background thread for the ``with`` block.
+
+    With no ``db_path`` the database lives in a temporary directory that is
+    removed afterwards. ``server.url`` is ready to use as ``FAKTORY_URL``.
+    """
+    loop = _new_loop()
+    started: ThreadFuture[RunningServer] = ThreadFuture()
+    stop = threading.Event()
+    stopper: list[asyncio.Event] = []
+
+    async def main() -> None:
+        stop_event = asyncio.Event()
+        stopper.append(stop_event)
+        try:
+            async with serve(config, clock=clock, **options) as server:
+                started.set_result(RunningServer(server, loop))
+                await stop_event.wait()
+        except BaseException as exc:
+            if not started.done():
+                started.set_exception(exc)
+            raise
+
+    def thread_main() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        except BaseException as exc:  # reported through ``started`` when start-up fails
+            if started.done() and not stop.is_set():
+                log.error("server thread stopped: %s", exc)
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=thread_main, name="minifaktory", daemon=True)
+    thread.start()
+    handle = started.result()
+    try:
+        yield handle
+    finally:
+        stop.set()
+        loop.call_soon_threadsafe(stopper[0].set)
+        thread.join()
+
+
+def run_forever(config: Config) -> None:
+    """Serve until SIGINT or SIGTERM (the ``minifaktory`` command)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = Server(config)
+        async with anyio.create_task_group() as tg:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, tg.cancel_scope.cancel)
+            await tg.start(server.run)
+        log.info("minifaktory stopped")
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:  # pragma: no cover
+        asyncio.run(main())

@@ -1,0 +1,95 @@
+"""Time: the server clock and Faktory's timestamp format.
+
+Faktory emits UTC RFC3339 with up to nine fractional digits, trailing zeros
+trimmed (Go's ``RFC3339Nano``, spec §2.4). Time is kept as integer nanoseconds
+since the epoch so nothing is lost between parsing and printing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import time
+from typing import Protocol
+
+NS = 1_000_000_000
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+)
+
+
+class Clock(Protocol):
+    """Anything that tells the time in nanoseconds since the epoch."""
+
+    def now_ns(self) -> int: ...
+
+
+class SystemClock:
+    """The real wall clock."""
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+
+class FakeClock:
+    """A clock that only moves when told to; for tests of retries, expiry and reaping."""
+
+    def __init__(self, start_ns: int | None = None) -> None:
+        self._now = time.time_ns() if start_ns is None else start_ns
+        self._lock = threading.Lock()
+
+    def now_ns(self) -> int:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds``."""
+        with self._lock:
+            self._now += int(seconds * NS)
+
+
+def format_ns(ns: int) -> str:
+    """``1719828000123400000`` → ``"2024-07-01T10:00:00.1234Z"`` (Go RFC3339Nano, UTC)."""
+    secs, frac = divmod(ns, NS)
+    stamp = dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        return f"{stamp}.{frac:09d}".rstrip("0") + "Z"
+    return stamp + "Z"
+
+
+def parse_ns(text: str) -> int:
+    """Parse RFC3339 with optional fraction and ``Z`` or numeric offset, as Go does.
+
+    Raises ValueError with Go-like wording on anything else.
+    """
+    m = _RFC3339.match(text)
+    if m is None:
+        raise ValueError(f'parsing time "{text}" as "2006-01-02T15:04:05Z07:00": cannot parse')
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    try:
+        base = dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
+    except ValueError as exc:
+        raise ValueError(f'parsing time "{text}": {exc}') from None
+    if second > 59 or hour > 23 or minute > 59:
+        raise ValueError(f'parsing time "{text}": second out of range')
+    frac = m.group(7) or ""
+    nanos = int((frac + "000000000")[:9]) if frac else 0
+    offset = 0
+    if m.group(9):
+        offset = (int(m.group(10)) * 60 + int(m.group(11))) * 60
+        if m.group(9) == "-":
+            offset = -offset
+    seconds = int(base.timestamp()) - offset
+    return seconds * NS + nanos
+
+
+def utc_date(ns: int) -> str:
+    """The UTC calendar day of ``ns`` as ``YYYY-MM-DD`` (the daily history key)."""
+    return dt.datetime.fromtimestamp(ns // NS, dt.UTC).strftime("%Y-%m-%d")
+
+
+def utc_clock_text(ns: int) -> str:
+    """INFO's ``server_utc_time``: ``HH:MM:SS UTC``."""
+    return dt.datetime.fromtimestamp(ns // NS, dt.UTC).strftime("%H:%M:%S UTC")

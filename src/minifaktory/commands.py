@@ -1,0 +1,273 @@
+"""The command table: one thin handler per verb (decode, one broker call, encode).
+
+A handler returns the reply bytes, or ``None`` for END (close, no reply).
+It raises ``CommandError`` for a ``-ERR``; the connection loop answers any
+other exception with ``-ERR internal error``, as Faktory's panic recovery does.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from minifaktory import protocol
+from minifaktory.broker import Broker
+from minifaktory.clock import NS, Clock, format_ns, utc_clock_text
+from minifaktory.errors import CommandError, StoreError
+from minifaktory.payloads import (
+    ack_decoder,
+    beat_decoder,
+    decode_error_text,
+    encode,
+    encode_in_order,
+    fail_decoder,
+    go_float,
+    job_decoder,
+    jobs_decoder,
+    mutate_decoder,
+)
+from minifaktory.protocol import Command
+from minifaktory.store import SetName
+from minifaktory.workers import Registry, Worker
+
+#: The version reported in INFO: the Faktory release whose behaviour we follow.
+FAKTORY_VERSION = "1.10.0"
+
+
+class _Internal(Exception):
+    """A payload shape that makes Faktory's handler panic (``-ERR internal error``)."""
+
+
+@dataclass(slots=True)
+class Stats:
+    """Server-wide counters shown by INFO."""
+
+    started_ns: int
+    connections: int = 0
+    commands: int = 0
+
+
+@dataclass(slots=True)
+class Services:
+    """What handlers can reach: the broker, the worker registry and the figures."""
+
+    broker: Broker
+    registry: Registry
+    clock: Clock
+    stats: Stats
+    task_stats: Callable[[], dict[str, dict[str, Any]]] = dict
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """Per-connection state after the handshake."""
+
+    services: Services
+    wid: str = ""
+    worker: Worker | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[Session, Command], Awaitable[bytes | None]]
+
+
+def _payload(cmd: Command) -> bytes:
+    if cmd.payload is None:
+        raise _Internal(cmd.verb)
+    return cmd.payload
+
+
+async def end(session: Session, cmd: Command) -> bytes | None:
+    return None
+
+
+async def push(session: Session, cmd: Command) -> bytes | None:
+    try:
+        job = job_decoder.decode(_payload(cmd))
+    except msgspec.DecodeError as exc:
+        raise CommandError(f"invalid JSON: {decode_error_text(exc)}") from None
+    await session.services.broker.push(job)
+    return protocol.OK
+
+
+async def pushb(session: Session, cmd: Command) -> bytes | None:
+    try:
+        batch = jobs_decoder.decode(_payload(cmd))
+    except msgspec.DecodeError as exc:
+        raise CommandError(f"invalid JSON: {decode_error_text(exc)}") from None
+    errors = await session.services.broker.push_many(batch)
+    return protocol.bulk(encode(errors)) if errors else protocol.EMPTY_MAP
+
+
+async def fetch(session: Session, cmd: Command) -> bytes | None:
+    if cmd.payload is None:
+        raise CommandError("must call fetch with at least one queue")
+    queues = cmd.text.split(" ")
+    job = await session.services.broker.fetch(queues, session.wid, session.worker)
+    return protocol.NULL if job is None else protocol.bulk(job)
+
+
+async def ack(session: Session, cmd: Command) -> bytes | None:
+    data = _payload(cmd)
+    try:
+        jid = ack_decoder.decode(data)["jid"]
+    except (msgspec.DecodeError, KeyError):
+        raise CommandError(f"invalid ACK {cmd.text}") from None
+    await session.services.broker.ack(jid)
+    return protocol.OK
+
+
+async def fail(session: Session, cmd: Command) -> bytes | None:
+    data = _payload(cmd)
+    try:
+        report = fail_decoder.decode(data)
+    except msgspec.DecodeError:
+        raise CommandError(f"invalid FAIL {cmd.text}") from None
+    await session.services.broker.fail(report.jid, report.errtype, report.message, report.backtrace)
+    return protocol.OK
+
+
+async def beat(session: Session, cmd: Command) -> bytes | None:
+    data = _payload(cmd)
+    try:
+        heartbeat = beat_decoder.decode(data)
+    except msgspec.DecodeError:
+        raise CommandError(f"invalid BEAT {cmd.text}") from None
+    services = session.services
+    worker = services.registry.beat(
+        heartbeat.wid, heartbeat.current_state, heartbeat.rss_kb, services.clock.now_ns()
+    )
+    if worker is None:
+        raise CommandError(f"unknown worker {heartbeat.wid}")
+    if not worker.busy_signal:
+        return protocol.OK
+    return protocol.bulk(b'{"state":"%s"}' % worker.state.wire.encode())
+
+
+async def info(session: Session, cmd: Command) -> bytes | None:
+    return protocol.bulk(encode_in_order(current_state(session.services)))
+
+
+async def flush(session: Session, cmd: Command) -> bytes | None:
+    await session.services.broker.flush()
+    return protocol.OK
+
+
+async def mutate(session: Session, cmd: Command) -> bytes | None:
+    if cmd.payload is None or b" " in cmd.payload:
+        raise CommandError("invalid format")
+    try:
+        op = mutate_decoder.decode(cmd.payload)
+    except msgspec.DecodeError as exc:
+        raise CommandError(decode_error_text(exc)) from None
+    await session.services.broker.mutate(op.cmd, op.target, op.filter)
+    return protocol.OK
+
+
+async def queue(session: Session, cmd: Command) -> bytes | None:
+    tokens = _payload(cmd).decode("utf-8", "replace").split(" ")
+    sub, names = tokens[0].upper(), tokens[1:]
+    broker = session.services.broker
+    if sub == "LATENCY":
+        if names == ["*"]:
+            raise CommandError("QUEUE LATENCY does not support wildcards")
+        latencies = broker.latency(names)
+        return protocol.bulk(encode({n: go_float(v) for n, v in latencies.items()}))
+    if sub not in ("PAUSE", "RESUME", "REMOVE"):
+        raise CommandError(f"no such QUEUE subcommand: {sub}")
+    if not names:
+        raise _Internal(cmd.verb)
+    if sub == "REMOVE":
+        await broker.remove(names)
+    else:
+        await broker.pause(names, paused=sub == "PAUSE")
+    return protocol.OK
+
+
+async def batch(session: Session, cmd: Command) -> bytes | None:
+    raise CommandError("batch subsystem is only available in Faktory Enterprise")
+
+
+async def track(session: Session, cmd: Command) -> bytes | None:
+    raise CommandError("tracking subsystem is only available in Faktory Enterprise")
+
+
+COMMANDS: dict[str, Handler] = {
+    "END": end,
+    "PUSH": push,
+    "PUSHB": pushb,
+    "FETCH": fetch,
+    "ACK": ack,
+    "FAIL": fail,
+    "BEAT": beat,
+    "INFO": info,
+    "FLUSH": flush,
+    "MUTATE": mutate,
+    "BATCH": batch,
+    "TRACK": track,
+    "QUEUE": queue,
+}
+
+
+async def dispatch(session: Session, cmd: Command) -> bytes | None:
+    """Run one command and return its reply (None: close without replying)."""
+    handler = COMMANDS.get(cmd.verb)
+    if handler is None:
+        return protocol.error(f"unknown command {cmd.verb}")
+    session.services.stats.commands += 1
+    try:
+        return await handler(session, cmd)
+    except CommandError as exc:
+        return protocol.error(exc.message, exc.code)
+    except _Internal:
+        return protocol.error("internal error")
+    except StoreError as exc:
+        return protocol.error(f"storage error: {exc}")
+
+
+def current_state(services: Services) -> dict[str, Any]:
+    """INFO's JSON document, key for key in Faktory's order (spec §1.5)."""
+    broker = services.broker
+    now = services.clock.now_ns()
+    queues = {name: broker.queues[name].size for name in sorted(broker.queues)}
+    return {
+        "now": format_ns(now),
+        "server_utc_time": utc_clock_text(now),
+        "faktory": {
+            "queues": queues,
+            "sets": {
+                "scheduled": broker.sets[SetName.SCHEDULED],
+                "retries": broker.sets[SetName.RETRIES],
+                "dead": broker.sets[SetName.DEAD],
+                "working": len(broker.working),
+            },
+            "tasks": dict(sorted(services.task_stats().items())),
+            "total_failures": broker.failures,
+            "total_processed": broker.processed,
+            "total_enqueued": sum(queues.values()),
+            "total_queues": len(queues),
+        },
+        "server": {
+            "description": "Faktory",
+            "faktory_version": FAKTORY_VERSION,
+            "uptime": max(now - services.stats.started_ns, 0) // NS,
+            "connections": services.stats.connections,
+            "command_count": services.stats.commands,
+            "used_memory_mb": used_memory_mb(),
+        },
+    }
+
+
+def used_memory_mb() -> int:
+    """Resident memory of this process in MiB."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") // (1024 * 1024)
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024

@@ -1,0 +1,110 @@
+"""Periodic tasks: the scheduled and retry scanners, dead-set purge, reservation
+expiry and worker reaping (spec §3.1), with the statistics INFO shows as ``tasks``.
+
+Each task's ``execute(now)`` takes the time as an argument so tests can drive
+it with a fake clock; ``TaskRunner.run`` calls them on Faktory's cadence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from minifaktory.broker import Broker
+from minifaktory.clock import NS, Clock
+from minifaktory.payloads import go_float
+from minifaktory.store import SetName
+from minifaktory.workers import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Task:
+    """One periodic task and its running totals."""
+
+    name: str
+    period: int
+    execute: Callable[[int], Awaitable[int]]
+    size: Callable[[], int]
+    #: Scanners report enqueued/cycles/wall time; Busy and Workers report reaped.
+    scanner: bool = True
+    cycles: int = 0
+    total: int = 0
+    wall_time: float = 0.0
+
+    async def run(self, now: int) -> None:
+        started = time.perf_counter()
+        try:
+            self.total += await self.execute(now)
+        except Exception:
+            log.exception("task %s failed", self.name)
+        self.cycles += 1
+        self.wall_time += time.perf_counter() - started
+
+    def stats(self) -> dict[str, Any]:
+        if self.scanner:
+            return {
+                "cycles": self.cycles,
+                "enqueued": self.total,
+                "size": self.size(),
+                "wall_time_sec": go_float(self.wall_time),
+            }
+        return {"reaped": self.total, "size": self.size()}
+
+
+def standard_tasks(broker: Broker, registry: Registry) -> list[Task]:
+    """Faktory's five tasks with their periods in seconds."""
+
+    async def scheduled(now: int) -> int:
+        return await broker.enqueue_due(SetName.SCHEDULED, now)
+
+    async def retries(now: int) -> int:
+        return await broker.enqueue_due(SetName.RETRIES, now)
+
+    async def reap_workers(now: int) -> int:
+        return registry.reap(now)
+
+    return [
+        Task("Scheduled", 5, scheduled, lambda: broker.sets[SetName.SCHEDULED]),
+        Task("Retries", 5, retries, lambda: broker.sets[SetName.RETRIES]),
+        Task("Dead", 60, broker.purge_dead, lambda: broker.sets[SetName.DEAD]),
+        Task("Busy", 15, broker.expire_reservations, lambda: len(broker.working), scanner=False),
+        Task("Workers", 15, reap_workers, lambda: len(registry.workers), scanner=False),
+    ]
+
+
+class TaskRunner:
+    """Runs tasks on whole seconds divisible by their period, as Faktory's runner does."""
+
+    def __init__(self, tasks: list[Task], clock: Clock) -> None:
+        self.tasks = tasks
+        self.clock = clock
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per-task statistics keyed by task name."""
+        return {task.name: task.stats() for task in self.tasks}
+
+    async def run_all(self, now: int | None = None) -> None:
+        """Run every task once, now (tests and shutdown use this)."""
+        at = self.clock.now_ns() if now is None else now
+        for task in self.tasks:
+            await task.run(at)
+
+    async def run(self) -> None:
+        """Loop forever: wake every second and run the tasks that are due."""
+        while True:
+            wall = time.time()
+            await asyncio.sleep(1.0 - (wall % 1.0))
+            second = round(time.time())
+            now = self.clock.now_ns()
+            for task in self.tasks:
+                if second % task.period == 0:
+                    await task.run(now)
+
+
+__all__ = ["NS", "Task", "TaskRunner", "standard_tasks"]

@@ -1,0 +1,143 @@
+"""Typed shapes of every JSON payload, with decoders and encoders built once.
+
+Field order in ``Job`` and ``Failure`` is Faktory's serialisation order
+(spec §2.5): MUTATE globs run against the stored text, so it must match.
+Encoding is compact with dictionary keys sorted, as Go's encoder emits maps.
+"""
+
+from __future__ import annotations
+
+import decimal
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+DEFAULT_RETRY = 25
+
+
+class Failure(msgspec.Struct, kw_only=True):
+    """The ``failure`` object of a job that failed at least once (spec §2.2)."""
+
+    failed_at: str = ""
+    next_at: str | UnsetType = UNSET
+    message: str | UnsetType = UNSET
+    errtype: str | UnsetType = UNSET
+    backtrace: list[str] | UnsetType = UNSET
+    retry_count: int = 0
+    remaining: int = 0
+
+    def normalise(self) -> None:
+        """Drop empty optional fields, as Go's ``omitempty`` does."""
+        if not self.next_at:
+            self.next_at = UNSET
+        if not self.message:
+            self.message = UNSET
+        if not self.errtype:
+            self.errtype = UNSET
+        if not self.backtrace:
+            self.backtrace = UNSET
+
+
+class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A Faktory job. Unknown top-level fields are dropped, as Faktory does."""
+
+    retry: int | None = None
+    failure: Failure | None = None
+    custom: dict[str, Any] | None = None
+    jid: str = ""
+    queue: str = ""
+    jobtype: str = ""
+    created_at: str = ""
+    enqueued_at: str = ""
+    at: str = ""
+    args: list[Any] | None = None
+    reserve_for: int = 0
+    backtrace: int = 0
+
+
+class Hello(msgspec.Struct, kw_only=True):
+    """The HELLO payload; only ``wid`` changes behaviour (spec §1.2)."""
+
+    v: int = 0
+    pwdhash: str = ""
+    wid: str = ""
+    hostname: str = ""
+    pid: int = 0
+    labels: list[str] | None = None
+    username: str = ""
+
+
+class Fail(msgspec.Struct, kw_only=True):
+    """The FAIL payload."""
+
+    jid: str = ""
+    errtype: str = ""
+    message: str = ""
+    backtrace: list[str] | None = None
+
+
+class Beat(msgspec.Struct, kw_only=True):
+    """The BEAT payload."""
+
+    wid: str = ""
+    current_state: str = ""
+    rss_kb: int = 0
+
+
+class Filter(msgspec.Struct, kw_only=True):
+    """Which entries of a set a MUTATE touches (spec §4.1)."""
+
+    jobtype: str = ""
+    jids: list[str] | None = None
+    regexp: str = ""
+
+
+class Mutate(msgspec.Struct, kw_only=True):
+    """The MUTATE payload."""
+
+    cmd: str = ""
+    target: str = ""
+    filter: Filter | None = None
+
+
+job_decoder = msgspec.json.Decoder(Job)
+jobs_decoder = msgspec.json.Decoder(list[Job])
+hello_decoder = msgspec.json.Decoder(Hello)
+ack_decoder = msgspec.json.Decoder(dict[str, str])
+fail_decoder = msgspec.json.Decoder(Fail)
+beat_decoder = msgspec.json.Decoder(Beat)
+mutate_decoder = msgspec.json.Decoder(Mutate)
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+_ordered_encoder = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    """Compact JSON with sorted dictionary keys (Go's map order)."""
+    return _encoder.encode(value)
+
+
+def encode_in_order(value: Any) -> bytes:
+    """Compact JSON keeping dictionary insertion order (for documents shaped like Go structs)."""
+    return _ordered_encoder.encode(value)
+
+
+def go_float(value: float) -> int | msgspec.Raw:
+    """A float written the way Go's ``encoding/json`` writes it (``0`` not ``0.0``,
+    no exponent between 1e-6 and 1e21)."""
+    if value == int(value) and abs(value) < 1e21:
+        return int(value)
+    if 1e-6 <= abs(value) < 1e21:
+        return msgspec.Raw(format(decimal.Decimal(repr(value)), "f").encode())
+    mantissa, _, exponent = repr(value).partition("e")
+    sign = exponent[0] if exponent[0] in "+-" else "+"
+    return msgspec.Raw(f"{mantissa}e{sign}{int(exponent.lstrip('+-'))}".encode())
+
+
+def decode_error_text(exc: msgspec.DecodeError) -> str:
+    """A decoder message phrased the way Go's ``encoding/json`` phrases common cases."""
+    text = str(exc)
+    if text.startswith("Input data was truncated") or text == "Input data was empty":
+        return "unexpected end of JSON input"
+    return text

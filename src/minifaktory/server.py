@@ -1,0 +1,225 @@
+"""TCP and Unix-socket listeners and the per-connection command loop.
+
+Each connection is an asyncio ``Protocol`` feeding the sans-I/O ``LineReader``
+plus one task that performs the handshake and then runs commands one at a
+time, so replies leave in the order commands arrived. asyncio's transports
+are used directly (not anyio streams) because this is the per-command hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from pathlib import Path
+
+import msgspec
+
+from minifaktory import protocol
+from minifaktory.commands import Services, Session, dispatch
+from minifaktory.config import Config
+from minifaktory.payloads import hello_decoder
+from minifaktory.protocol import OVERLONG, Challenge, LineReader, parse_command
+
+log = logging.getLogger(__name__)
+
+#: Stop reading from a client that has this many unprocessed lines queued.
+MAX_PENDING_LINES = 256
+
+
+class Listener:
+    """Accepts connections and owns the set of live ones."""
+
+    def __init__(self, services: Services, config: Config) -> None:
+        self.services = services
+        self.config = config
+        self.connections: set[Connection] = set()
+        self.closing = False
+        self._servers: list[asyncio.Server] = []
+
+    async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on TCP; returns the bound (host, port) of the first socket."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True)
+        self._servers.append(server)
+        sockname = server.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    async def listen_unix(self, path: Path) -> None:
+        """Listen on a Unix socket at ``path`` (replacing a stale socket file)."""
+        loop = asyncio.get_running_loop()
+        if path.is_socket():
+            path.unlink()
+        server = await loop.create_unix_server(lambda: Connection(self), str(path))
+        self._servers.append(server)
+
+    async def close(self) -> None:
+        """Stop accepting, then close every connection."""
+        self.closing = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+class Connection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.services = listener.services
+        self.session = Session(self.services)
+        self.transport: asyncio.Transport | None = None
+        self._reader = LineReader(listener.config.max_line_bytes)
+        self._lines: deque[bytes | object] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof = False
+        self._paused = False
+        self._counted = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.listener.connections.add(self)
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        self._lines.extend(self._reader.feed(data))
+        if len(self._lines) > MAX_PENDING_LINES and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def close(self) -> None:
+        """Close the socket (used by reaping and shutdown)."""
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _next_line(self) -> bytes | object | None:
+        while not self._lines:
+            if self._eof:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        line = self._lines.popleft()
+        if self._paused and len(self._lines) < MAX_PENDING_LINES // 2 and self.transport:
+            self._paused = False
+            self.transport.resume_reading()
+        return line
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    # -- the connection's life -----------------------------------------------------
+
+    async def _serve(self) -> None:
+        try:
+            if await self._handshake():
+                await self._command_loop()
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("connection failed")
+        finally:
+            self._finish()
+
+    async def _handshake(self) -> bool:
+        """Greet, read HELLO within the deadline, check the password (spec §1.2)."""
+        config = self.listener.config
+        challenge = Challenge.new() if config.password else None
+        self._write(protocol.greeting(challenge))
+        try:
+            line = await asyncio.wait_for(self._next_line(), config.handshake_timeout)
+        except TimeoutError:
+            return False
+        if not isinstance(line, bytes) or not line.startswith(protocol.HELLO_PREFIX):
+            return False
+        try:
+            hello = hello_decoder.decode(line[len(b"HELLO ") :])
+        except msgspec.DecodeError:
+            return False
+        if challenge is not None and not challenge.verify(config.password, hello.pwdhash, hello.v):
+            self._write(protocol.error("Invalid password"))
+            return False
+        if hello.wid:
+            services = self.services
+            self.session.wid = hello.wid
+            self.session.worker = services.registry.attach(
+                hello.wid,
+                self.close,
+                hostname=hello.hostname,
+                pid=hello.pid,
+                labels=list(hello.labels or []),
+                now=services.clock.now_ns(),
+            )
+        self._write(protocol.OK)
+        stats = self.services.stats
+        stats.connections += 1
+        self._counted = True
+        if stats.connections > config.max_connections:
+            self._write(protocol.error(f"too many connections: {stats.connections}"))
+            return False
+        return True
+
+    async def _command_loop(self) -> None:
+        session = self.session
+        while True:
+            line = await self._next_line()
+            if line is None:
+                return
+            if self.listener.closing:
+                self._write(protocol.error("shutdown in progress"))
+                return
+            if line is OVERLONG:
+                limit = self.listener.config.max_line_bytes
+                self._write(protocol.error(f"command line too long (limit {limit} bytes)"))
+                continue
+            assert isinstance(line, bytes)
+            try:
+                reply = await dispatch(session, parse_command(line))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("command failed: %.200r", line)
+                reply = protocol.error("internal error")
+            if reply is None:
+                return
+            self._write(reply)
+
+    def _finish(self) -> None:
+        self.listener.connections.discard(self)
+        if self._counted:
+            self.services.stats.connections -= 1
+            self._counted = False
+        worker = self.session.worker
+        if worker is not None:
+            self.services.registry.detach(worker, self.close)
+            self.session.worker = None
+        self.close()

@@ -1,0 +1,96 @@
+"""Schema and migrations, versioned with ``PRAGMA user_version``.
+
+Each entry of ``MIGRATIONS`` moves the file from version ``i`` to ``i + 1``;
+a fresh file runs them all, in one transaction each.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+from minifaktory.errors import StoreError
+
+#: "MFKY": marks the file as minifaktory's so other tools can recognise it.
+APPLICATION_ID = 0x4D464B59
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE queues (
+        name   TEXT PRIMARY KEY,
+        paused INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+
+    -- Jobs waiting in a queue. Order: priority (higher first), then id (FIFO).
+    CREATE TABLE queued (
+        id       INTEGER PRIMARY KEY,
+        queue    TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 5,
+        jid      TEXT NOT NULL,
+        payload  BLOB NOT NULL
+    );
+    CREATE INDEX queued_order ON queued (queue, priority DESC, id);
+
+    -- The scheduled (1), retries (2) and dead (3) sets; score in ns.
+    CREATE TABLE sorted (
+        id      INTEGER PRIMARY KEY,
+        kind    INTEGER NOT NULL,
+        score   INTEGER NOT NULL,
+        jid     TEXT NOT NULL,
+        payload BLOB NOT NULL
+    );
+    CREATE INDEX sorted_score ON sorted (kind, score);
+    CREATE INDEX sorted_jid ON sorted (jid);
+
+    -- Reservations of fetched jobs, keyed by jid as Faktory's working map is.
+    CREATE TABLE working (
+        jid         TEXT PRIMARY KEY,
+        queue       TEXT NOT NULL,
+        wid         TEXT NOT NULL,
+        reserved_at INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        payload     BLOB NOT NULL
+    );
+    CREATE INDEX working_expiry ON working (expires_at);
+
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE history (
+        day       TEXT PRIMARY KEY,
+        processed INTEGER NOT NULL DEFAULT 0,
+        failures  INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID;
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def version(conn: apsw.Connection) -> int:
+    """The schema version stored in the file."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: apsw.Connection) -> None:
+    """Bring the file up to ``SCHEMA_VERSION``; refuse files from newer code."""
+    app_id = int(conn.execute("PRAGMA application_id").fetchone()[0])  # type: ignore[index]
+    current = version(conn)
+    if current == 0 and app_id == 0:
+        tables = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        if tables and tables[0]:
+            raise StoreError("this SQLite file was not created by minifaktory; refusing to use it")
+    elif app_id != APPLICATION_ID:
+        raise StoreError("this SQLite file was not created by minifaktory; refusing to use it")
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema version {current} is newer than this minifaktory "
+            f"understands ({SCHEMA_VERSION}); upgrade minifaktory"
+        )
+    for target in range(current, SCHEMA_VERSION):
+        with conn:
+            conn.execute(MIGRATIONS[target])
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={target + 1}")

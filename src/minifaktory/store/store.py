@@ -1,0 +1,285 @@
+"""Every SQL statement minifaktory runs, behind small synchronous verbs.
+
+How this works: one writer connection owns the file. The broker opens a
+transaction with ``begin()``, calls any number of verbs, then ``commit()``
+(group commit: many client commands share one fsync). Verbs never commit on
+their own. Sizes are not counted here on the hot path: the broker keeps them
+in memory and asks for ``snapshot()`` once at start-up.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import apsw
+
+from minifaktory.errors import StoreError
+from minifaktory.store import db
+
+
+class SetName(enum.IntEnum):
+    """The three sorted sets of Faktory, by their names in INFO."""
+
+    SCHEDULED = 1
+    RETRIES = 2
+    DEAD = 3
+
+    @property
+    def info_name(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """An entry of a sorted set: its row id, score (ns), jid and stored JSON."""
+
+    id: int
+    score: int
+    jid: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingRow:
+    """A reservation: who holds which job until when."""
+
+    jid: str
+    queue: str
+    wid: str
+    reserved_at: int
+    expires_at: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What the broker needs in memory at start-up."""
+
+    queues: list[tuple[str, bool, int]]
+    set_sizes: dict[SetName, int]
+    working: list[WorkingRow]
+    processed: int
+    failures: int
+
+
+class Store:
+    """The SQLite store. Not thread-safe: use it from one thread."""
+
+    def __init__(self, path: Path | str, durability: str = "full") -> None:
+        self.path = path
+        self._conn = db.connect(path, durability)
+        self._cur = self._conn.cursor()
+
+    def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return cast(list[tuple[Any, ...]], self._cur.execute(sql, params).fetchall())
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        return cast(tuple[Any, ...] | None, self._cur.execute(sql, params).fetchone())
+
+    def close(self) -> None:
+        """Close the connection (rolls back an open transaction)."""
+        self._conn.close()
+
+    # -- transactions ------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Open the write transaction that the next verbs run in."""
+        self._cur.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        """Make every verb since ``begin()`` durable."""
+        try:
+            self._cur.execute("COMMIT")
+        except apsw.Error as exc:
+            raise StoreError(f"commit failed: {exc}") from exc
+
+    def rollback(self) -> None:
+        """Undo every verb since ``begin()``; harmless when none is open."""
+        if not self._conn.in_transaction:
+            return
+        self._cur.execute("ROLLBACK")
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self._conn.in_transaction)
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the main file (idle housekeeping)."""
+        self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
+
+    # -- start-up ----------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        """Queue registry with sizes, set sizes, reservations and counters."""
+        sizes = dict(self._all("SELECT queue, count(*) FROM queued GROUP BY queue"))
+        queues = [
+            (str(name), bool(paused), int(sizes.pop(name, 0)))
+            for name, paused in self._all("SELECT name, paused FROM queues")
+        ]
+        # Jobs whose queue is missing from the registry (should not happen) stay visible.
+        queues += [(str(name), False, int(n)) for name, n in sizes.items()]
+        set_sizes = dict.fromkeys(SetName, 0)
+        for kind, n in self._all("SELECT kind, count(*) FROM sorted GROUP BY kind"):
+            set_sizes[SetName(kind)] = int(n)
+        working = [
+            WorkingRow(*row)
+            for row in self._all(
+                "SELECT jid, queue, wid, reserved_at, expires_at, payload FROM working"
+            )
+        ]
+        counters = dict(self._all("SELECT name, value FROM counters"))
+        return Snapshot(
+            queues,
+            set_sizes,
+            working,
+            int(counters.get("processed", 0)),
+            int(counters.get("failures", 0)),
+        )
+
+    # -- queues ------------------------------------------------------------------
+
+    def register_queue(self, name: str) -> None:
+        """Remember a queue name (a no-op when known)."""
+        self._cur.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (name,))
+
+    def set_paused(self, name: str, paused: bool) -> None:
+        """Persist the paused flag of a known queue."""
+        self._cur.execute("UPDATE queues SET paused = ? WHERE name = ?", (int(paused), name))
+
+    def remove_queue(self, name: str) -> None:
+        """Forget a queue and delete every job in it."""
+        self._cur.execute("DELETE FROM queued WHERE queue = ?", (name,))
+        self._cur.execute("DELETE FROM queues WHERE name = ?", (name,))
+
+    def enqueue(self, queue: str, priority: int, jid: str, payload: bytes) -> None:
+        """Append a job to the back of its queue."""
+        self._cur.execute(
+            "INSERT INTO queued (queue, priority, jid, payload) VALUES (?, ?, ?, ?)",
+            (queue, priority, jid, payload),
+        )
+
+    def take(self, queue: str) -> tuple[str, bytes] | None:
+        """Remove and return (jid, payload) of the next job of ``queue``."""
+        row = self._one(
+            "DELETE FROM queued WHERE id = (SELECT id FROM queued WHERE queue = ?"
+            " ORDER BY priority DESC, id LIMIT 1) RETURNING jid, payload",
+            (queue,),
+        )
+        return None if row is None else (str(row[0]), bytes(row[1]))
+
+    def head(self, queue: str) -> bytes | None:
+        """The payload of the next job of ``queue`` without removing it."""
+        row = self._one(
+            "SELECT payload FROM queued WHERE queue = ? ORDER BY priority DESC, id LIMIT 1",
+            (queue,),
+        )
+        return None if row is None else bytes(row[0])
+
+    # -- sorted sets -------------------------------------------------------------
+
+    def add(self, kind: SetName, score: int, jid: str, payload: bytes) -> None:
+        """Add an entry to the scheduled, retries or dead set."""
+        self._cur.execute(
+            "INSERT INTO sorted (kind, score, jid, payload) VALUES (?, ?, ?, ?)",
+            (int(kind), score, jid, payload),
+        )
+
+    def take_due(self, kind: SetName, now: int, limit: int) -> list[StoredJob]:
+        """Remove and return up to ``limit`` entries with score ≤ ``now``, oldest first."""
+        rows = self._all(
+            "DELETE FROM sorted WHERE id IN (SELECT id FROM sorted WHERE kind = ? AND score <= ?"
+            " ORDER BY score, id LIMIT ?) RETURNING id, score, jid, payload",
+            (int(kind), now, limit),
+        )
+        jobs = [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
+        jobs.sort(key=lambda job: (job.score, job.id))
+        return jobs
+
+    def entries(self, kind: SetName) -> list[StoredJob]:
+        """Every entry of a set, by score (for MUTATE filters)."""
+        rows = self._all(
+            "SELECT id, score, jid, payload FROM sorted WHERE kind = ? ORDER BY score, id",
+            (int(kind),),
+        )
+        return [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
+
+    def entries_by_jid(self, kind: SetName, jids: Iterable[str]) -> list[StoredJob]:
+        """Entries of a set whose jid is one of ``jids``."""
+        out: list[StoredJob] = []
+        for jid in dict.fromkeys(jids):
+            rows = self._all(
+                "SELECT id, score, jid, payload FROM sorted WHERE jid = ? AND kind = ?",
+                (jid, int(kind)),
+            )
+            out += [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
+        return out
+
+    def delete_entries(self, ids: Sequence[int]) -> None:
+        """Delete set entries by row id."""
+        self._cur.executemany("DELETE FROM sorted WHERE id = ?", [(i,) for i in ids])
+
+    def move_entries(self, ids: Sequence[int], kind: SetName, score: int) -> None:
+        """Move entries to another set (or re-score them in place)."""
+        self._cur.executemany(
+            "UPDATE sorted SET kind = ?, score = ? WHERE id = ?",
+            [(int(kind), score, i) for i in ids],
+        )
+
+    def clear_set(self, kind: SetName) -> None:
+        """Empty a set."""
+        self._cur.execute("DELETE FROM sorted WHERE kind = ?", (int(kind),))
+
+    # -- reservations ------------------------------------------------------------
+
+    def reserve(self, row: WorkingRow) -> None:
+        """Record a reservation; a second fetch of the same jid replaces the first."""
+        self._cur.execute(
+            "INSERT OR REPLACE INTO working (jid, queue, wid, reserved_at, expires_at, payload)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (row.jid, row.queue, row.wid, row.reserved_at, row.expires_at, row.payload),
+        )
+
+    def release(self, jid: str) -> bytes | None:
+        """Delete a reservation and return the reserved job's payload."""
+        row = self._one("DELETE FROM working WHERE jid = ? RETURNING payload", (jid,))
+        return None if row is None else bytes(row[0])
+
+    def expired(self, now: int, limit: int) -> list[str]:
+        """Jids of up to ``limit`` reservations whose expiry is ≤ ``now``, oldest first."""
+        rows = self._all(
+            "SELECT jid FROM working WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        )
+        return [str(r[0]) for r in rows]
+
+    # -- counters ----------------------------------------------------------------
+
+    def add_counts(self, processed: int, failures: int, days: dict[str, list[int]]) -> None:
+        """Add to the processed/failures totals and the per-day history."""
+        self._cur.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (("processed", processed), ("failures", failures)),
+        )
+        self._cur.executemany(
+            "INSERT INTO history (day, processed, failures) VALUES (?, ?, ?)"
+            " ON CONFLICT (day) DO UPDATE SET processed = processed + excluded.processed,"
+            " failures = failures + excluded.failures",
+            [(day, p, f) for day, (p, f) in days.items()],
+        )
+
+    def history(self, first_day: str) -> dict[str, tuple[int, int]]:
+        """Per-day (processed, failures) from ``first_day`` on."""
+        rows = self._all(
+            "SELECT day, processed, failures FROM history WHERE day >= ?", (first_day,)
+        )
+        return {str(d): (int(p), int(f)) for d, p, f in rows}
+
+    def flush(self) -> None:
+        """Delete everything: jobs, sets, reservations, counters, history, queues."""
+        for table in ("queued", "sorted", "working", "counters", "history", "queues"):
+            self._cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
