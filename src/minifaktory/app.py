@@ -46,6 +46,7 @@ class Server:
         self.port = 0
         self.services: Services | None = None
         self.runner: TaskRunner | None = None
+        self.listener: Listener | None = None
         self.ready = threading.Event()
 
     @property
@@ -77,7 +78,7 @@ class Server:
                 broker, registry, self.clock, Stats(self.clock.now_ns()), runner.stats
             )
             self.services, self.runner = services, runner
-            listener = Listener(services, self.config)
+            listener = self.listener = Listener(services, self.config)
             host, port = split_binding(self.config.binding, DEFAULT_PORT)
             self.host, self.port = await listener.listen_tcp(host, port)
             if self.config.unix_socket is not None:
@@ -134,8 +135,8 @@ async def serve(
         tmp = tempfile.TemporaryDirectory(prefix="minifaktory-")
         options["db_path"] = Path(tmp.name) / "minifaktory.db"
         options.setdefault("durability", "normal")
-    server = Server(_config(config, **options), clock=clock)
     try:
+        server = Server(_config(config, **options), clock=clock)
         async with anyio.create_task_group() as tg:
             await tg.start(server.run)
             try:
@@ -178,6 +179,13 @@ class RunningServer:
         return result
 
 
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single error inside (nested) exception groups, else the group itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
@@ -210,7 +218,7 @@ def run(
                 await stop_event.wait()
         except BaseException as exc:
             if not started.done():
-                started.set_exception(exc)
+                started.set_exception(_unwrap(exc))
             raise
 
     def thread_main() -> None:
@@ -218,7 +226,7 @@ def run(
         try:
             loop.run_until_complete(main())
         except BaseException as exc:  # reported through ``started`` when start-up fails
-            if started.done() and not stop.is_set():
+            if started.done() and started.exception() is None and not stop.is_set():
                 log.error("server thread stopped: %s", exc)
         finally:
             loop.close()
