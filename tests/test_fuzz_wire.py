@@ -1,0 +1,114 @@
+"""Garbage over a real socket: every line gets one well-formed reply, nothing
+crashes, and the connection keeps working afterwards."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import minifaktory
+from minifaktory.app import RunningServer
+from tests.conftest import WireClient
+
+VERBS = ["PUSH", "PUSHB", "FETCH", "ACK", "FAIL", "BEAT", "INFO", "FLUSH", "MUTATE", "QUEUE",
+         "BATCH", "TRACK", "HELLO", "NOPE", "push"]  # fmt: skip
+REPLY = re.compile(rb"\+[^\r\n]*\r\n|-[A-Z]+ [^\r\n]*\r\n|\$-1\r\n|\$(\d+)\r\n", re.S)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+job_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "jid": st.text(max_size=30) | json_values, "jobtype": st.text(max_size=10) | json_values,
+        "args": st.lists(json_values, max_size=3) | json_values,
+        "queue": st.sampled_from(["default", "a", "", "bad name", "x" * 300]) | json_values,
+        "retry": st.integers(-3, 30) | json_values, "reserve_for": st.integers(-10, 10**6),
+        "at": st.sampled_from(["", "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "soon"]),
+        "custom": st.dictionaries(st.text(max_size=5), json_values, max_size=3) | json_values,
+        "failure": json_values, "wid": json_values, "cmd": json_values, "target": json_values,
+    },
+)  # fmt: skip
+payloads = (
+    st.binary(max_size=80).map(lambda b: b.replace(b"\n", b" "))
+    | job_like.map(lambda d: json.dumps(d).encode())
+    | st.lists(job_like, max_size=3).map(lambda d: json.dumps(d).encode())
+    | st.text(max_size=40).map(lambda t: t.replace("\n", " ").encode())
+)
+lines = st.tuples(st.sampled_from(VERBS), st.none() | payloads).map(
+    lambda vp: vp[0].encode() if vp[1] is None else vp[0].encode() + b" " + vp[1]
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server() -> Iterator[RunningServer]:
+    with minifaktory.run(fetch_timeout=0.01) as srv:
+        yield srv
+
+
+def read_reply(client: WireClient) -> bytes:
+    first = client.file.readline()
+    m = REPLY.fullmatch(first)
+    assert m is not None, first
+    if m.group(1) is not None:
+        body = client.file.read(int(m.group(1)) + 2)
+        assert body.endswith(b"\r\n")
+        return first + body
+    return first
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(lines, min_size=1, max_size=8))
+def test_garbage_commands_get_one_reply_each(
+    fuzz_server: RunningServer, caplog: pytest.LogCaptureFixture, batch: list[bytes]
+) -> None:
+    caplog.set_level(logging.ERROR)
+    client = WireClient(fuzz_server.host, fuzz_server.port)
+    try:
+        assert client.call("HELLO {}") == b"+OK\r\n"
+        for line in batch:
+            client.send(line)
+            read_reply(client)
+        assert client.call("INFO").startswith(b"$")
+    finally:
+        client.close()
+    failures = [r for r in caplog.records if r.name.startswith("minifaktory")]
+    assert not failures, failures[0].getMessage()
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=200))
+def test_garbage_handshake_never_hurts_the_server(fuzz_server: RunningServer, data: bytes) -> None:
+    client = WireClient(fuzz_server.host, fuzz_server.port)
+    try:
+        client.sock.sendall(data + b"\n")
+        client.sock.settimeout(3)
+        try:
+            rest = client.file.read()
+        except TimeoutError:
+            rest = b"(still open)"
+        assert rest in (
+            b"",
+            b"+OK\r\n",
+            b"-ERR Invalid password\r\n",
+            b"(still open)",
+        ) or rest.startswith(b"+OK\r\n")
+    finally:
+        client.close()
+    healthy = WireClient(fuzz_server.host, fuzz_server.port)
+    assert healthy.call("HELLO {}") == b"+OK\r\n"
+    healthy.close()
