@@ -691,3 +691,35 @@ def test_concurrent_producers_and_consumers(connect: Connect) -> None:
     for t in threads:
         t.join(60)
     assert len(seen) == total and len(set(seen)) == total
+
+
+def test_client_vanishing_mid_command(connect: Connect) -> None:
+    first = connect()
+    first.call("HELLO {}")
+    first.sock.sendall(b"PUSH " + job().encode() + b'\r\nPUSH {"jid":')
+    first.close()
+    other = connect()
+    other.call("HELLO {}")
+    deadline = time.monotonic() + 5
+    while faktory(other)["total_enqueued"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert faktory(other)["total_enqueued"] == 1
+
+
+def test_client_that_never_reads_its_replies(connect: Connect) -> None:
+    """Thousands of pipelined commands from a client that does not read: bounded, no harm."""
+    greedy = connect()
+    greedy.call("HELLO {}")
+    greedy.sock.setblocking(False)
+    sent = 0
+    chunk = b"INFO\r\n" * 1000
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        try:
+            sent += greedy.sock.send(chunk)
+        except BlockingIOError:
+            break
+    other = connect()
+    assert other.call("HELLO {}") == b"+OK\r\n"
+    assert other.call("PUSH " + job()) == b"+OK\r\n"
+    assert sent > 0

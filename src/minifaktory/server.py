@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._counted = False
         self._task: asyncio.Task[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -103,8 +104,19 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self._wake()
+        self.resume_writing()
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop running its commands.
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def close(self) -> None:
         """Close the socket (used by reaping and shutdown)."""
@@ -212,6 +224,8 @@ class Connection(asyncio.Protocol):
             if reply is None:
                 return
             self._write(reply)
+            if self._drained is not None:
+                await self._drained
 
     def _finish(self) -> None:
         self.listener.connections.discard(self)
