@@ -23,12 +23,13 @@ from minifaktory.payloads import (
     ack_decoder,
     beat_decoder,
     decode_error_text,
+    decode_job,
+    decode_jobs,
+    decode_lenient,
     encode,
     encode_in_order,
     fail_decoder,
     go_float,
-    job_decoder,
-    jobs_decoder,
     mutate_decoder,
 )
 from minifaktory.protocol import Command
@@ -88,18 +89,18 @@ async def end(session: Session, cmd: Command) -> bytes | None:
 
 async def push(session: Session, cmd: Command) -> bytes | None:
     try:
-        job = job_decoder.decode(_payload(cmd))
+        job = decode_job(_payload(cmd))
     except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid JSON: {decode_error_text(exc)}") from None
+        raise CommandError(f"invalid JSON: {decode_error_text(exc, cmd.payload or b'')}") from None
     await session.services.broker.push(job)
     return protocol.OK
 
 
 async def pushb(session: Session, cmd: Command) -> bytes | None:
     try:
-        batch = jobs_decoder.decode(_payload(cmd))
+        batch = decode_jobs(_payload(cmd))
     except msgspec.DecodeError as exc:
-        raise CommandError(f"invalid JSON: {decode_error_text(exc)}") from None
+        raise CommandError(f"invalid JSON: {decode_error_text(exc, cmd.payload or b'')}") from None
     errors = await session.services.broker.push_many(batch)
     return protocol.bulk(encode(errors)) if errors else protocol.EMPTY_MAP
 
@@ -125,7 +126,7 @@ async def ack(session: Session, cmd: Command) -> bytes | None:
 async def fail(session: Session, cmd: Command) -> bytes | None:
     data = _payload(cmd)
     try:
-        report = fail_decoder.decode(data)
+        report = decode_lenient(fail_decoder, data)
     except msgspec.DecodeError:
         raise CommandError(f"invalid FAIL {cmd.text}") from None
     await session.services.broker.fail(report.jid, report.errtype, report.message, report.backtrace)
@@ -135,7 +136,7 @@ async def fail(session: Session, cmd: Command) -> bytes | None:
 async def beat(session: Session, cmd: Command) -> bytes | None:
     data = _payload(cmd)
     try:
-        heartbeat = beat_decoder.decode(data)
+        heartbeat = decode_lenient(beat_decoder, data)
     except msgspec.DecodeError:
         raise CommandError(f"invalid BEAT {cmd.text}") from None
     services = session.services
@@ -162,9 +163,9 @@ async def mutate(session: Session, cmd: Command) -> bytes | None:
     if cmd.payload is None or b" " in cmd.payload:
         raise CommandError("invalid format")
     try:
-        op = mutate_decoder.decode(cmd.payload)
+        op = decode_lenient(mutate_decoder, cmd.payload)
     except msgspec.DecodeError as exc:
-        raise CommandError(decode_error_text(exc)) from None
+        raise CommandError(decode_error_text(exc, cmd.payload, "Operation")) from None
     await session.services.broker.mutate(op.cmd, op.target, op.filter)
     return protocol.OK
 

@@ -8,7 +8,8 @@ Encoding is compact with dictionary keys sorted, as Go's encoder emits maps.
 from __future__ import annotations
 
 import decimal
-from typing import Any
+import re
+from typing import Any, TypeVar
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -135,9 +136,68 @@ def go_float(value: float) -> int | msgspec.Raw:
     return msgspec.Raw(f"{mantissa}e{sign}{int(exponent.lstrip('+-'))}".encode())
 
 
-def decode_error_text(exc: msgspec.DecodeError) -> str:
-    """A decoder message phrased the way Go's ``encoding/json`` phrases common cases."""
+T = TypeVar("T")
+
+
+def decode_lenient(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
+    """Decode with Go's rule that a ``null`` field means "leave it at its zero value"."""
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        if "got `null`" not in str(exc):
+            raise
+        raw = msgspec.json.decode(data)
+        fixed = [_null_free(item) for item in raw] if isinstance(raw, list) else _null_free(raw)
+        return decoder.decode(encode(fixed))
+
+
+def decode_job(data: bytes) -> Job:
+    """Decode a pushed job (``null`` fields count as absent)."""
+    return decode_lenient(job_decoder, data)
+
+
+def decode_jobs(data: bytes) -> list[Job]:
+    """Decode a PUSHB array of jobs (``null`` fields count as absent)."""
+    return decode_lenient(jobs_decoder, data)
+
+
+def _null_free(raw: Any) -> Any:
+    # Go leaves a field at its zero value when the JSON says null; dropping the
+    # key does the same here. ``retry`` and ``args`` keep their null: it has a meaning.
+    if not isinstance(raw, dict):
+        return raw
+    out = {k: v for k, v in raw.items() if v is not None or k in ("retry", "args")}
+    for nested in ("failure", "filter"):
+        if isinstance(out.get(nested), dict):
+            out[nested] = {k: v for k, v in out[nested].items() if v is not None}
+    return out
+
+
+_GO_VALUE = {"int": "number", "float": "number", "str": "string", "array": "array",
+             "object": "object", "bool": "bool"}  # fmt: skip
+_GO_TYPE = {"str": "string", "int": "int", "array": "[]interface {}",
+            "object": "map[string]interface {}"}  # fmt: skip
+_TYPE_ERROR = re.compile(
+    r"Expected `([^`]+)`, got `([^`]+)`(?: - at `\$((?:\[\d+\])?)\.?([\w.]*)`)?"
+)
+_SYNTAX_AT_START = re.compile(r"JSON is malformed: invalid character \(byte 0\)")
+
+
+def decode_error_text(exc: msgspec.DecodeError, data: bytes = b"", struct: str = "Job") -> str:
+    """A decoder message phrased the way Go's ``encoding/json`` phrases it, where known."""
     text = str(exc)
     if text.startswith("Input data was truncated") or text == "Input data was empty":
         return "unexpected end of JSON input"
-    return text
+    if _SYNTAX_AT_START.fullmatch(text) and data:
+        char = data[:1].decode("latin-1")
+        return f"invalid character {char!r} looking for beginning of value"
+    m = _TYPE_ERROR.fullmatch(text)
+    if m is None:
+        return text
+    expected = m[1].split(" | ")[0]
+    got = _GO_VALUE.get(m[2], m[2])
+    if not m[4]:
+        kind = "[]client.Job" if expected == "array" else f"client.{struct}"
+        return f"json: cannot unmarshal {got} into Go value of type {kind}"
+    gotype = _GO_TYPE.get(expected, expected)
+    return f"json: cannot unmarshal {got} into Go struct field {struct}.{m[4]} of type {gotype}"

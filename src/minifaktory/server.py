@@ -18,7 +18,7 @@ import msgspec
 from minifaktory import protocol
 from minifaktory.commands import Services, Session, dispatch
 from minifaktory.config import Config
-from minifaktory.payloads import hello_decoder
+from minifaktory.payloads import decode_lenient, hello_decoder
 from minifaktory.protocol import OVERLONG, Challenge, LineReader, parse_command
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class Connection(asyncio.Protocol):
         if not isinstance(line, bytes) or not line.startswith(protocol.HELLO_PREFIX):
             return False
         try:
-            hello = hello_decoder.decode(line[len(b"HELLO ") :])
+            hello = decode_lenient(hello_decoder, line[len(b"HELLO ") :])
         except msgspec.DecodeError:
             return False
         if challenge is not None and not challenge.verify(config.password, hello.pwdhash, hello.v):
