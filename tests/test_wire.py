@@ -219,7 +219,7 @@ def test_null_fields_count_as_absent(client: WireClient) -> None:
     fetched = fetch_json(client)
     assert fetched["queue"] == "default" and fetched["retry"] == 25
     assert "at" not in fetched and "custom" not in fetched
-    assert client.call("PUSH " + job(jid=None)) == (
+    assert client.call('PUSH {"jid":null,"jobtype":"T","args":[]}') == (
         b"-ERR jobs must have a reasonable jid parameter\r\n"
     )
     fail = {"jid": JID, "errtype": None, "message": None, "backtrace": None}
