@@ -747,3 +747,48 @@ def test_client_that_never_reads_its_replies(connect: Connect) -> None:
     assert other.call("HELLO {}") == b"+OK\r\n"
     assert other.call("PUSH " + job()) == b"+OK\r\n"
     assert sent > 0
+
+
+def test_dead_jobs_are_purged_after_180_days(
+    client: WireClient, server: RunningServer, clock: FakeClock
+) -> None:
+    client.call("PUSH " + job(retry=-1))
+    fetch_json(client)
+    _fail(client)
+    clock.advance(180 * 86_400 - 10)
+    server.run_due_tasks()
+    assert faktory(client)["sets"]["dead"] == 1  # type: ignore[index]
+    clock.advance(11)
+    server.run_due_tasks()
+    state = faktory(client)
+    assert state["sets"]["dead"] == 0  # type: ignore[index]
+    assert state["tasks"]["Dead"]["enqueued"] == 1  # type: ignore[index]
+
+
+def test_counters_and_daily_history_survive_restart(tmp_path: Path) -> None:
+    from minifaktory.clock import utc_date
+
+    db = tmp_path / "counters.db"
+    clock = FakeClock()
+    with minifaktory.run(db_path=db, clock=clock) as srv:
+        c = WireClient(srv.host, srv.port)
+        c.call("HELLO {}")
+        for n in range(3):
+            c.call("PUSH " + job(jid=f"count-job-{n}", retry=0))
+            fetch_json(c)
+        c.call('ACK {"jid":"count-job-0"}')
+        c.call('ACK {"jid":"count-job-1"}')
+        c.call('FAIL {"jid":"count-job-2"}')
+        c.close()
+    with minifaktory.run(db_path=db, clock=clock) as srv:
+        c = WireClient(srv.host, srv.port)
+        c.call("HELLO {}")
+        state = faktory(c)
+        assert (state["total_processed"], state["total_failures"]) == (3, 1)
+        c.close()
+
+        async def history() -> dict[str, tuple[int, int]]:
+            assert srv.server.services is not None
+            return srv.server.services.broker.history(7)
+
+        assert srv.call(history()) == {utc_date(clock.now_ns()): (3, 1)}
