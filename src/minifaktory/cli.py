@@ -12,15 +12,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TextIO, cast
 
-from minifaktory.config import USAGE, Config, UsageError, config_from_flags, parse_flags
+from minifaktory.config import (
+    FAKTORY_VERSION,
+    USAGE,
+    Config,
+    UsageError,
+    config_from_flags,
+    parse_flags,
+)
 from minifaktory.errors import ConfigError, MinifaktoryError
 
 #: Starts the server and blocks until SIGINT/SIGTERM; ``minifaktory.app.run_forever``.
 Runner = Callable[[Config], None]
 
 NAME = "minifaktory"
-#: The Faktory release whose behaviour this server follows.
-FAKTORY_VERSION = "1.10.0"
 
 LEVELS = {
     "error": logging.ERROR,

@@ -18,6 +18,7 @@ import msgspec
 from minifaktory import protocol
 from minifaktory.broker import Broker
 from minifaktory.clock import NS, Clock, format_ns, utc_clock_text
+from minifaktory.config import FAKTORY_VERSION
 from minifaktory.errors import CommandError, StoreError
 from minifaktory.payloads import (
     ack_decoder,
@@ -35,9 +36,6 @@ from minifaktory.payloads import (
 from minifaktory.protocol import Command
 from minifaktory.store import SetName
 from minifaktory.workers import Registry, Worker
-
-#: The version reported in INFO: the Faktory release whose behaviour we follow.
-FAKTORY_VERSION = "1.10.0"
 
 
 class _Internal(Exception):

@@ -17,6 +17,8 @@ from typing import Any, Literal, NoReturn, cast
 
 from minifaktory.errors import ConfigError
 
+#: The Faktory release whose wire behaviour minifaktory follows (reported by INFO).
+FAKTORY_VERSION = "1.10.0"
 DEFAULT_PORT = 7419
 DEFAULT_WEB_PORT = 7420
 DEFAULT_BINDING = f"localhost:{DEFAULT_PORT}"
