@@ -8,6 +8,7 @@ since the epoch so nothing is lost between parsing and printing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import threading
 import time
@@ -50,10 +51,15 @@ class FakeClock:
             self._now += int(seconds * NS)
 
 
+@functools.lru_cache(maxsize=64)
+def _second_text(secs: int) -> str:
+    return dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
 def format_ns(ns: int) -> str:
     """``1719828000123400000`` → ``"2024-07-01T10:00:00.1234Z"`` (Go RFC3339Nano, UTC)."""
     secs, frac = divmod(ns, NS)
-    stamp = dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    stamp = _second_text(secs)
     if frac:
         return f"{stamp}.{frac:09d}".rstrip("0") + "Z"
     return stamp + "Z"
@@ -87,7 +93,7 @@ def parse_ns(text: str) -> int:
 
 def utc_date(ns: int) -> str:
     """The UTC calendar day of ``ns`` as ``YYYY-MM-DD`` (the daily history key)."""
-    return dt.datetime.fromtimestamp(ns // NS, dt.UTC).strftime("%Y-%m-%d")
+    return _second_text(ns // NS)[:10]
 
 
 def utc_clock_text(ns: int) -> str:
