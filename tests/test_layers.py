@@ -11,7 +11,7 @@ import pytest
 SRC = Path(__file__).parent.parent / "src" / "minifaktory"
 
 LAYERS = {
-    "pure": ["errors", "clock", "protocol", "payloads", "jobs", "config"],
+    "pure": ["errors", "clock", "protocol", "payloads", "jobs", "options", "config"],
     "store": ["store", "store.db", "store.schema", "store.store"],
     "domain": ["broker", "notify", "workers", "loops"],
     "adapters": ["commands", "server"],

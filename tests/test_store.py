@@ -26,9 +26,9 @@ def test_queue_fifo_with_priority(store: Store) -> None:
     store.commit()
     assert store.head("q") == b"C"
     assert [store.take("q"), store.take("q"), store.take("q"), store.take("q")] == [
-        ("c", b"C"),
-        ("a", b"A"),
-        ("b", b"B"),
+        ("c", b"C", None),
+        ("a", b"A", None),
+        ("b", b"B", None),
         None,
     ]
 
@@ -73,13 +73,12 @@ def test_reservations(store: Store) -> None:
 
 
 def test_counters_and_history(store: Store) -> None:
-    store.add_counts(3, 1, {"2026-07-01": [2, 1], "2026-07-02": [1, 0]})
-    store.add_counts(1, 1, {"2026-07-02": [1, 1]})
-    snap = store.snapshot()
-    assert (snap.processed, snap.failures) == (4, 2)
+    store.add_counts({"processed": 3, "failures": 1}, {"2026-07-01": [2, 1], "2026-07-02": [1, 0]})
+    store.add_counts({"processed": 1, "failures": 1, "expired": 2}, {"2026-07-02": [1, 1]})
+    assert store.snapshot().counters == {"processed": 4, "failures": 2, "expired": 2}
     assert store.history("2026-07-02") == {"2026-07-02": (2, 1)}
     store.flush()
-    assert store.snapshot().processed == 0
+    assert store.snapshot().counters == {}
 
 
 def test_queue_registry_and_removal(store: Store) -> None:
@@ -120,3 +119,32 @@ def test_refuses_foreign_database(tmp_path: Path) -> None:
 def test_unknown_durability(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="durability"):
         Store(tmp_path / "d.db", "sometimes")
+
+
+def test_front_of_queue_and_expiry(store: Store) -> None:
+    store.enqueue("q", 5, "a", b"A", 100)
+    store.enqueue("q", 5, "b", b"B")
+    store.enqueue("q", 5, "front", b"F", front=True)
+    store.enqueue("r", 5, "c", b"C", 50)
+    assert store.purge_expired(60) == ["r"]
+    assert store.take("q") == ("front", b"F", None)
+    assert store.take("q") == ("a", b"A", 100)
+
+
+def test_unique_locks(store: Store) -> None:
+    assert store.take_lock("q", "k", "j1", 100)
+    assert store.lock_holder("q", "k", 50) == "j1"
+    assert store.lock_holder("q", "k", 100) is None  # expired
+    assert store.lock_holder("other", "k", 50) is None
+    assert not store.take_lock("q", "k", "j2", 200)  # took over the expired row
+    assert store.locks("q") == [("k", "j2", 200)]
+    store.take_lock("q", "k2", "j3", 300)
+    assert store.snapshot().locks == {"q": 2}
+    assert store.release_locks(["j2", "nope"]) == ["q"]
+    store.add(SetName.RETRIES, 1, "j3", b"J3")
+    assert store.release_locks_of_set(SetName.RETRIES) == ["q"]
+    store.take_lock("q", "k4", "j4", 10)
+    assert store.purge_locks(10) == ["q"]
+    store.take_lock("gone", "k", "j5", 10**12)
+    store.remove_queue("gone")
+    assert store.snapshot().locks == {}

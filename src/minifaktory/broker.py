@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from minifaktory import jobs
+from minifaktory import jobs, options
 from minifaktory.clock import NS, Clock, format_ns, parse_ns, utc_date
 from minifaktory.errors import CommandError, StoreError
 from minifaktory.notify import Notifier
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 SCAN_BATCH = 100
 #: Reservation expiry handles this many per query (Faktory: 10).
 EXPIRY_BATCH = 10
-DEFAULT_PRIORITY = 5
 SET_TARGETS = {"scheduled": SetName.SCHEDULED, "retries": SetName.RETRIES, "dead": SetName.DEAD}
 
 
@@ -55,6 +54,8 @@ class Reservation:
     wid: str
     reserved_at: int
     expires_at: int
+    #: The job holds a uniqueness lock to release when it succeeds.
+    unique: bool = False
 
 
 class Broker:
@@ -70,7 +71,11 @@ class Broker:
         self.working: dict[str, Reservation] = {}
         self.processed = 0
         self.failures = 0
+        self.expired = 0
+        #: Uniqueness locks per queue (expired ones count until purged).
+        self.locks: dict[str, int] = {}
         self._days: dict[str, list[int]] = {}
+        self._expired_delta = 0
         self._tx: asyncio.Future[None] | None = None
         self._tx_poisoned = False
         self.load()
@@ -83,12 +88,17 @@ class Broker:
         self.queues = {name: QueueState(size, paused) for name, paused, size in snap.queues}
         self.sets = dict(snap.set_sizes)
         self.working = {
-            r.jid: Reservation(r.jid, r.queue, r.wid, r.reserved_at, r.expires_at)
+            r.jid: Reservation(
+                r.jid, r.queue, r.wid, r.reserved_at, r.expires_at, _keeps_lock(r.payload)
+            )
             for r in snap.working
         }
-        self.processed = snap.processed
-        self.failures = snap.failures
+        self.processed = snap.counters.get("processed", 0)
+        self.failures = snap.counters.get("failures", 0)
+        self.expired = snap.counters.get("expired", 0)
+        self.locks = dict(snap.locks)
         self._days = {}
+        self._expired_delta = 0
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[asyncio.Future[None]]:
@@ -117,11 +127,15 @@ class Broker:
         try:
             if self._tx_poisoned:
                 raise StoreError("a change failed; its transaction was rolled back")
-            if self._days:
-                processed = sum(p for p, _ in self._days.values())
-                failures = sum(f for _, f in self._days.values())
-                self.store.add_counts(processed, failures, self._days)
+            if self._days or self._expired_delta:
+                totals = {
+                    "processed": sum(p for p, _ in self._days.values()),
+                    "failures": sum(f for _, f in self._days.values()),
+                    "expired": self._expired_delta,
+                }
+                self.store.add_counts(totals, self._days)
                 self._days = {}
+                self._expired_delta = 0
             self.store.commit()
         except Exception as exc:
             log.error("storage error, rolling back: %s", exc)
@@ -144,9 +158,8 @@ class Broker:
     async def push(self, job: Job) -> None:
         """Validate and store one job (PUSH)."""
         now = self.clock.now_ns()
-        at = jobs.prepare_push(job, now)
         with self._change() as done:
-            self._store_new(job, at, now)
+            self._push(job, now)
         await done
 
     async def push_many(self, batch: list[Job]) -> dict[str, str]:
@@ -154,35 +167,43 @@ class Broker:
         now = self.clock.now_ns()
         created = format_ns(now)
         errors: dict[str, str] = {}
-        accepted: list[tuple[Job, int | None]] = []
-        for job in batch:
-            try:
-                accepted.append((job, jobs.prepare_push(job, now, created)))
-            except CommandError as exc:
-                errors[job.jid] = exc.message if exc.code == "ERR" else exc.wire_text
-        if accepted:
-            with self._change() as done:
-                for job, at in accepted:
-                    self._store_new(job, at, now)
-            await done
+        with self._change() as done:
+            for job in batch:
+                try:
+                    self._push(job, now, created)
+                except CommandError as exc:
+                    errors[job.jid] = exc.message if exc.code == "ERR" else exc.wire_text
+        await done
         return errors
 
-    def _store_new(self, job: Job, at: int | None, now: int) -> None:
+    def _push(self, job: Job, now: int, created: str = "") -> None:
+        """Faktory's rules, then the job options, then the lock, then the job itself."""
+        at = jobs.prepare_push(job, now, created)
+        opts = options.parse_options(job, now, at)
+        if opts.unique is not None:
+            if self.store.lock_holder(job.queue, opts.unique.key, now) is not None:
+                raise CommandError("Job not unique", "NOTUNIQUE")
+            if self.store.take_lock(job.queue, opts.unique.key, job.jid, now + opts.unique.ttl_ns):
+                self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
         if at is None:
-            self._enqueue(job, now)
+            self._enqueue(job, now, opts.expires_at)
         else:
             self._add_to_set(SetName.SCHEDULED, at, job.jid, encode(job))
 
-    def _enqueue(self, job: Job, now: int) -> None:
+    def _enqueue(self, job: Job, now: int, expires_at: int | None, *, front: bool = False) -> None:
         job.enqueued_at = format_ns(now)
-        self._enqueue_payload(job.queue, job.jid, encode(job))
+        self._enqueue_payload(job, encode(job), expires_at, front=front)
 
-    def _enqueue_payload(self, queue: str, jid: str, payload: bytes) -> None:
+    def _enqueue_payload(
+        self, job: Job, payload: bytes, expires_at: int | None, *, front: bool = False
+    ) -> None:
+        queue = job.queue
         state = self.queues.get(queue)
         if state is None:
             self.store.register_queue(queue)
             state = self.queues[queue] = QueueState()
-        self.store.enqueue(queue, DEFAULT_PRIORITY, jid, payload)
+        priority = job.priority or options.DEFAULT_PRIORITY
+        self.store.enqueue(queue, priority, job.jid, payload, expires_at, front=front)
         state.size += 1
         self.notifier.notify(queue)
 
@@ -233,22 +254,41 @@ class Broker:
             if state is None or state.size <= 0:
                 continue  # known empty: no SQL
             with self._change() as done:
-                row = self.store.take(name)
-                if row is None:
-                    state.size = 0
-                    continue
-                state.size -= 1
-                jid, payload = row
-                self._reserve(name, jid, payload, wid)
-            return name, payload, done
+                now = self.clock.now_ns()
+                while (row := self.store.take(name)) is not None:
+                    state.size -= 1
+                    jid, payload, expires_at = row
+                    if expires_at is None or expires_at > now:
+                        self._reserve(name, jid, payload, wid, now)
+                        return name, payload, done
+                    self._expire(1)  # expired while waiting: never handed out
+                state.size = 0
         return None
 
-    def _reserve(self, queue: str, jid: str, payload: bytes, wid: str) -> None:
+    def _reserve(self, queue: str, jid: str, payload: bytes, wid: str, now: int) -> None:
         job = job_decoder.decode(payload)
-        now = self.clock.now_ns()
         expires = now + jobs.reservation_seconds(job.reserve_for) * NS
         self.store.reserve(WorkingRow(jid, queue, wid, now, expires, payload))
-        self.working[jid] = Reservation(jid, queue, wid, now, expires)
+        unique = options.holds_lock(job)
+        if unique and options.releases_at_start(job):
+            self._release_locks([jid])
+            unique = False
+        self.working[jid] = Reservation(jid, queue, wid, now, expires, unique)
+
+    def _expire(self, count: int) -> None:
+        self.expired += count
+        self._expired_delta += count
+
+    def _release_locks(self, jids: list[str]) -> None:
+        self._forget_locks(self.store.release_locks(jids))
+
+    def _forget_locks(self, queues: list[str]) -> None:
+        for queue in queues:
+            left = self.locks.get(queue, 0) - 1
+            if left > 0:
+                self.locks[queue] = left
+            else:
+                self.locks.pop(queue, None)
 
     # -- ack / fail ------------------------------------------------------------------
 
@@ -259,9 +299,24 @@ class Broker:
             return
         now = self.clock.now_ns()
         with self._change() as done:
-            del self.working[jid]
+            reservation = self.working.pop(jid)
             self.store.release(jid)
+            if reservation.unique:
+                self._release_locks([jid])
             self._count(now, failed=False)
+        await done
+
+    async def requeue(self, jid: str) -> None:
+        """REQUEUE: hand a reserved job back to the front of its queue, without a retry."""
+        if jid not in self.working:
+            raise CommandError("requeue: Can't requeue job with no reservation")
+        now = self.clock.now_ns()
+        with self._change() as done:
+            del self.working[jid]
+            payload = self.store.release(jid)
+            if payload is not None:
+                job = job_decoder.decode(payload)
+                self._enqueue(job, now, _expiry(job), front=True)
         await done
 
     async def fail(self, jid: str, errtype: str, message: str, backtrace: list[str] | None) -> None:
@@ -319,9 +374,9 @@ class Broker:
             log.error("dropping unreadable entry %s: %s", entry.jid, exc)
             return 0
         if refresh:
-            self._enqueue(job, now)
+            self._enqueue(job, now, _expiry(job))
         else:
-            self._enqueue_payload(job.queue, entry.jid, entry.payload)
+            self._enqueue_payload(job, entry.payload, _expiry(job))
         return 1
 
     async def purge_dead(self, now: int) -> int:
@@ -370,15 +425,29 @@ class Broker:
         await done
 
     async def remove(self, names: list[str]) -> None:
-        """QUEUE REMOVE: delete queues with all their jobs (``*`` = all)."""
+        """QUEUE REMOVE: delete queues with all their jobs and locks (``*`` = all)."""
         targets = self._names(names)
         if not targets:
             return
         with self._change() as done:
             for name in targets:
                 del self.queues[name]
+                self.locks.pop(name, None)
                 self.store.remove_queue(name)
         await done
+
+    async def purge_expired(self, now: int) -> int:
+        """Remove expired jobs from queues and expired uniqueness locks."""
+        with self._change() as done:
+            queues = self.store.purge_expired(now)
+            for name in queues:
+                state = self.queues.get(name)
+                if state is not None:
+                    state.size -= 1
+            self._expire(len(queues))
+            self._forget_locks(self.store.purge_locks(now))
+        await done
+        return len(queues)
 
     def latency(self, names: list[str]) -> dict[str, float]:
         """Seconds since the next job of each queue was enqueued; 0 when empty."""
@@ -418,12 +487,14 @@ class Broker:
         now = self.clock.now_ns()
         with self._change() as done:
             if cmd == "clear" or (cmd == "discard" and flt is None):
+                self._forget_locks(self.store.release_locks_of_set(kind))
                 self.store.clear_set(kind)
                 self.sets[kind] = 0
             else:
                 entries = self._matching(kind, flt)
                 ids = [e.id for e in entries]
                 if cmd == "discard":
+                    self._release_locks([e.jid for e in entries])
                     self.store.delete_entries(ids)
                     self.sets[kind] -= len(ids)
                 elif cmd == "kill":
@@ -465,8 +536,10 @@ class Broker:
             self.queues.clear()
             self.working.clear()
             self.sets = dict.fromkeys(SetName, 0)
-            self.processed = self.failures = 0
+            self.processed = self.failures = self.expired = 0
+            self.locks.clear()
             self._days = {}
+            self._expired_delta = 0
         await done
 
     # -- figures -------------------------------------------------------------------------
@@ -479,3 +552,20 @@ class Broker:
         """Per-day processed/failures for the last ``days`` days (missing days are absent)."""
         first = utc_date(self.clock.now_ns() - (days - 1) * 86_400 * NS)
         return self.store.history(first)
+
+
+def _expiry(job: Job) -> int | None:
+    """A stored job's expiry; an unreadable one (pushed before validation) never expires."""
+    try:
+        return options.expiry_of(job)
+    except CommandError:
+        return None
+
+
+def _keeps_lock(payload: bytes) -> bool:
+    """Whether a reserved job still holds its uniqueness lock (read back at start-up)."""
+    try:
+        job = job_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return False
+    return options.holds_lock(job) and not options.releases_at_start(job)

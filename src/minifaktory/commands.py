@@ -121,6 +121,16 @@ async def ack(session: Session, cmd: Command) -> bytes | None:
     return protocol.OK
 
 
+async def requeue(session: Session, cmd: Command) -> bytes | None:
+    data = _payload(cmd)
+    try:
+        jid = ack_decoder.decode(data)["jid"]
+    except (msgspec.DecodeError, KeyError):
+        raise CommandError(f"invalid REQUEUE {cmd.text}") from None
+    await session.services.broker.requeue(jid)
+    return protocol.OK
+
+
 async def fail(session: Session, cmd: Command) -> bytes | None:
     data = _payload(cmd)
     try:
@@ -210,6 +220,7 @@ COMMANDS: dict[str, Handler] = {
     "BATCH": batch,
     "TRACK": track,
     "QUEUE": queue,
+    "REQUEUE": requeue,
 }
 
 
@@ -250,6 +261,10 @@ def current_state(services: Services) -> dict[str, Any]:
             "total_processed": broker.processed,
             "total_enqueued": sum(queues.values()),
             "total_queues": len(queues),
+            # Beyond Faktory's document (clients ignore unknown keys): expired jobs
+            # dropped so far and uniqueness locks held per queue.
+            "total_expired": broker.expired,
+            "unique_locks": {name: broker.locks[name] for name in sorted(broker.locks)},
         },
         "server": {
             "description": "Faktory",

@@ -58,7 +58,7 @@ class Task:
 
 
 def standard_tasks(broker: Broker, registry: Registry) -> list[Task]:
-    """Faktory's five tasks with their periods in seconds."""
+    """Faktory's five tasks with their periods in seconds, and minifaktory's expiry sweep."""
 
     async def scheduled(now: int) -> int:
         return await broker.enqueue_due(SetName.SCHEDULED, now)
@@ -75,6 +75,7 @@ def standard_tasks(broker: Broker, registry: Registry) -> list[Task]:
         Task("Dead", 60, broker.purge_dead, lambda: broker.sets[SetName.DEAD]),
         Task("Busy", 15, broker.expire_reservations, lambda: len(broker.working), scanner=False),
         Task("Workers", 15, reap_workers, lambda: len(registry.workers), scanner=False),
+        Task("Expired", 15, broker.purge_expired, lambda: broker.expired),
     ]
 
 

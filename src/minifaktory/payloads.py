@@ -55,6 +55,8 @@ class Job(msgspec.Struct, kw_only=True, omit_defaults=True):
     args: list[Any] | None = None
     reserve_for: int = 0
     backtrace: int = 0
+    #: Not a Faktory field (it drops it): minifaktory's in-queue priority, 1-9, 0 = absent.
+    priority: int = 0
 
 
 class Hello(msgspec.Struct, kw_only=True):

@@ -63,6 +63,22 @@ MIGRATIONS: tuple[str, ...] = (
         failures  INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     """,
+    # 2: expiring jobs and unique locks.
+    """
+    ALTER TABLE queued ADD COLUMN expires_at INTEGER;
+    CREATE INDEX queued_expiry ON queued (expires_at) WHERE expires_at IS NOT NULL;
+
+    -- Uniqueness locks live with their queue: clearing the queue clears them.
+    CREATE TABLE unique_locks (
+        queue      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        jid        TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (queue, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX unique_locks_jid ON unique_locks (jid);
+    CREATE INDEX unique_locks_expiry ON unique_locks (expires_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

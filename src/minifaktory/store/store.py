@@ -62,8 +62,8 @@ class Snapshot:
     queues: list[tuple[str, bool, int]]
     set_sizes: dict[SetName, int]
     working: list[WorkingRow]
-    processed: int
-    failures: int
+    counters: dict[str, int]
+    locks: dict[str, int]
 
 
 class Store:
@@ -131,14 +131,12 @@ class Store:
                 "SELECT jid, queue, wid, reserved_at, expires_at, payload FROM working"
             )
         ]
-        counters = dict(self._all("SELECT name, value FROM counters"))
-        return Snapshot(
-            queues,
-            set_sizes,
-            working,
-            int(counters.get("processed", 0)),
-            int(counters.get("failures", 0)),
-        )
+        counters = {str(k): int(v) for k, v in self._all("SELECT name, value FROM counters")}
+        locks = {
+            str(q): int(n)
+            for q, n in self._all("SELECT queue, count(*) FROM unique_locks GROUP BY queue")
+        }
+        return Snapshot(queues, set_sizes, working, counters, locks)
 
     # -- queues ------------------------------------------------------------------
 
@@ -151,25 +149,53 @@ class Store:
         self._cur.execute("UPDATE queues SET paused = ? WHERE name = ?", (int(paused), name))
 
     def remove_queue(self, name: str) -> None:
-        """Forget a queue and delete every job in it."""
+        """Forget a queue and delete every job and uniqueness lock in it."""
         self._cur.execute("DELETE FROM queued WHERE queue = ?", (name,))
+        self._cur.execute("DELETE FROM unique_locks WHERE queue = ?", (name,))
         self._cur.execute("DELETE FROM queues WHERE name = ?", (name,))
 
-    def enqueue(self, queue: str, priority: int, jid: str, payload: bytes) -> None:
-        """Append a job to the back of its queue."""
+    def enqueue(
+        self,
+        queue: str,
+        priority: int,
+        jid: str,
+        payload: bytes,
+        expires_at: int | None = None,
+        *,
+        front: bool = False,
+    ) -> None:
+        """Add a job at the back of its queue (``front``: ahead of every waiting job)."""
+        if front:
+            self._cur.execute(
+                "INSERT INTO queued (id, queue, priority, jid, payload, expires_at)"
+                " VALUES ((SELECT coalesce(min(id), 1) - 1 FROM queued), ?, ?, ?, ?, ?)",
+                (queue, priority, jid, payload, expires_at),
+            )
+            return
         self._cur.execute(
-            "INSERT INTO queued (queue, priority, jid, payload) VALUES (?, ?, ?, ?)",
-            (queue, priority, jid, payload),
+            "INSERT INTO queued (queue, priority, jid, payload, expires_at) VALUES (?, ?, ?, ?, ?)",
+            (queue, priority, jid, payload, expires_at),
         )
 
-    def take(self, queue: str) -> tuple[str, bytes] | None:
-        """Remove and return (jid, payload) of the next job of ``queue``."""
+    def take(self, queue: str) -> tuple[str, bytes, int | None] | None:
+        """Remove and return (jid, payload, expires_at) of the next job of ``queue``."""
         row = self._one(
             "DELETE FROM queued WHERE id = (SELECT id FROM queued WHERE queue = ?"
-            " ORDER BY priority DESC, id LIMIT 1) RETURNING jid, payload",
+            " ORDER BY priority DESC, id LIMIT 1) RETURNING jid, payload, expires_at",
             (queue,),
         )
-        return None if row is None else (str(row[0]), bytes(row[1]))
+        return None if row is None else (str(row[0]), bytes(row[1]), row[2])
+
+    def purge_expired(self, now: int) -> list[str]:
+        """Delete queued jobs whose expiry has passed; the queue of each one deleted."""
+        return [
+            str(r[0])
+            for r in self._all(
+                "DELETE FROM queued WHERE expires_at IS NOT NULL AND expires_at <= ?"
+                " RETURNING queue",
+                (now,),
+            )
+        ]
 
     def head(self, queue: str) -> bytes | None:
         """The payload of the next job of ``queue`` without removing it."""
@@ -256,14 +282,63 @@ class Store:
         )
         return [str(r[0]) for r in rows]
 
+    # -- uniqueness locks ----------------------------------------------------------
+
+    def lock_holder(self, queue: str, key: str, now: int) -> str | None:
+        """The jid holding an unexpired lock on ``key`` in ``queue``, if any."""
+        row = self._one(
+            "SELECT jid FROM unique_locks WHERE queue = ? AND key = ? AND expires_at > ?",
+            (queue, key, now),
+        )
+        return None if row is None else str(row[0])
+
+    def take_lock(self, queue: str, key: str, jid: str, expires_at: int) -> bool:
+        """Take (or take over an expired) lock; True when a new row was created."""
+        existed = self._one("SELECT 1 FROM unique_locks WHERE queue = ? AND key = ?", (queue, key))
+        self._cur.execute(
+            "INSERT OR REPLACE INTO unique_locks (queue, key, jid, expires_at) VALUES (?, ?, ?, ?)",
+            (queue, key, jid, expires_at),
+        )
+        return existed is None
+
+    def release_locks(self, jids: Sequence[str]) -> list[str]:
+        """Release the locks held by these jobs; the queue of each lock released."""
+        released: list[str] = []
+        for jid in jids:
+            rows = self._all("DELETE FROM unique_locks WHERE jid = ? RETURNING queue", (jid,))
+            released += [str(r[0]) for r in rows]
+        return released
+
+    def release_locks_of_set(self, kind: SetName) -> list[str]:
+        """Release the locks of every job in a set (before the set is cleared)."""
+        rows = self._all(
+            "DELETE FROM unique_locks WHERE jid IN (SELECT jid FROM sorted WHERE kind = ?)"
+            " RETURNING queue",
+            (int(kind),),
+        )
+        return [str(r[0]) for r in rows]
+
+    def purge_locks(self, now: int) -> list[str]:
+        """Delete expired locks; the queue of each one deleted."""
+        rows = self._all("DELETE FROM unique_locks WHERE expires_at <= ? RETURNING queue", (now,))
+        return [str(r[0]) for r in rows]
+
+    def locks(self, queue: str) -> list[tuple[str, str, int]]:
+        """(key, jid, expires_at) of every lock in ``queue``, soonest expiry first."""
+        rows = self._all(
+            "SELECT key, jid, expires_at FROM unique_locks WHERE queue = ? ORDER BY expires_at",
+            (queue,),
+        )
+        return [(str(k), str(j), int(e)) for k, j, e in rows]
+
     # -- counters ----------------------------------------------------------------
 
-    def add_counts(self, processed: int, failures: int, days: dict[str, list[int]]) -> None:
-        """Add to the processed/failures totals and the per-day history."""
+    def add_counts(self, totals: dict[str, int], days: dict[str, list[int]]) -> None:
+        """Add to named totals (processed, failures, expired, …) and the per-day history."""
         self._cur.executemany(
             "INSERT INTO counters (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-            (("processed", processed), ("failures", failures)),
+            list(totals.items()),
         )
         self._cur.executemany(
             "INSERT INTO history (day, processed, failures) VALUES (?, ?, ?)"
@@ -281,5 +356,6 @@ class Store:
 
     def flush(self) -> None:
         """Delete everything: jobs, sets, reservations, counters, history, queues."""
-        for table in ("queued", "sorted", "working", "counters", "history", "queues"):
+        tables = ("queued", "sorted", "working", "counters", "history", "queues", "unique_locks")
+        for table in tables:
             self._cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
