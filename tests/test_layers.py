@@ -13,7 +13,7 @@ SRC = Path(__file__).parent.parent / "src" / "minifaktory"
 LAYERS = {
     "pure": ["errors", "clock", "protocol", "payloads", "jobs", "options", "config"],
     "store": ["store", "store.db", "store.schema", "store.store"],
-    "domain": ["broker", "notify", "workers", "loops"],
+    "domain": ["state", "maintenance", "broker", "notify", "workers", "loops"],
     "adapters": ["commands", "server"],
     "app": ["app", "cli", "testing", "__init__", "__main__"],
 }

@@ -1,0 +1,198 @@
+"""Work on jobs that are not in a worker's hands: the periodic scanners (spec §3.1),
+queue administration (§4.2), MUTATE (§4.1) and FLUSH."""
+
+from __future__ import annotations
+
+import msgspec
+
+from minifaktory import jobs
+from minifaktory.clock import NS, parse_ns
+from minifaktory.errors import CommandError
+from minifaktory.payloads import Filter, job_decoder
+from minifaktory.state import BrokerState
+from minifaktory.store import SetName, StoredJob
+
+#: Scanners move at most this many entries per query, looping while batches are full.
+SCAN_BATCH = 100
+#: Reservation expiry handles this many per query (Faktory: 10).
+EXPIRY_BATCH = 10
+SET_TARGETS = {"scheduled": SetName.SCHEDULED, "retries": SetName.RETRIES, "dead": SetName.DEAD}
+
+
+class Maintenance(BrokerState):
+    """Scanners, queue administration, MUTATE and FLUSH."""
+
+    # -- scanners (spec §3.1) ------------------------------------------------------------
+
+    async def enqueue_due(self, kind: SetName, now: int) -> int:
+        """Move due scheduled jobs or retries to their queues; how many moved."""
+        moved = 0
+        with self._change() as done:
+            while True:
+                batch = self.store.take_due(kind, now, SCAN_BATCH)
+                self.sets[kind] -= len(batch)
+                for entry in batch:
+                    moved += self._requeue_entry(entry, now, refresh=True)
+                if len(batch) < SCAN_BATCH:
+                    break
+        await done
+        return moved
+
+    async def purge_dead(self, now: int) -> int:
+        """Delete up to 100 dead jobs whose 180-day retention has passed."""
+        with self._change() as done:
+            purged = len(self.store.take_due(SetName.DEAD, now, SCAN_BATCH))
+            self.sets[SetName.DEAD] -= purged
+        await done
+        return purged
+
+    async def expire_reservations(self, now: int) -> int:
+        """Fail every reservation past its expiry with ``ReservationExpired``."""
+        expired = 0
+        with self._change() as done:
+            while True:
+                jids = self.store.expired(now, EXPIRY_BATCH)
+                for jid in jids:
+                    if jid in self.working:
+                        self._fail_reserved(
+                            jid, jobs.EXPIRED_ERRTYPE, jobs.EXPIRED_MESSAGE, None, now
+                        )
+                    else:
+                        self.store.release(jid)
+                    expired += 1
+                if len(jids) < EXPIRY_BATCH:
+                    break
+        await done
+        return expired
+
+    # -- queues (spec §4.2) --------------------------------------------------------------
+
+    def _names(self, names: list[str]) -> list[str]:
+        if "*" in names:
+            return list(self.queues)
+        return [n for n in names if n in self.queues]
+
+    async def pause(self, names: list[str], paused: bool) -> None:
+        """QUEUE PAUSE / RESUME of known queues (``*`` = all)."""
+        targets = self._names(names)
+        if not targets:
+            return
+        with self._change() as done:
+            for name in targets:
+                self.queues[name].paused = paused
+                self.store.set_paused(name, paused)
+        await done
+
+    async def remove(self, names: list[str]) -> None:
+        """QUEUE REMOVE: delete queues with all their jobs and locks (``*`` = all)."""
+        targets = self._names(names)
+        if not targets:
+            return
+        with self._change() as done:
+            for name in targets:
+                del self.queues[name]
+                self.locks.pop(name, None)
+                self.store.remove_queue(name)
+        await done
+
+    async def purge_expired(self, now: int) -> int:
+        """Remove expired jobs from queues and expired uniqueness locks."""
+        with self._change() as done:
+            queues = self.store.purge_expired(now)
+            for name in queues:
+                state = self.queues.get(name)
+                if state is not None:
+                    state.size -= 1
+            self._expire(len(queues))
+            self._forget_locks(self.store.purge_locks(now))
+        await done
+        return len(queues)
+
+    def latency(self, names: list[str]) -> dict[str, float]:
+        """Seconds since the next job of each queue was enqueued; 0 when empty."""
+        now = self.clock.now_ns()
+        out: dict[str, float] = {}
+        for name in names:
+            out[name] = 0.0
+            if not self._has_any(name):
+                continue
+            payload = self.store.head(name)
+            if payload is None:
+                continue
+            try:
+                enqueued = parse_ns(job_decoder.decode(payload).enqueued_at)
+            except (ValueError, msgspec.DecodeError):
+                continue
+            out[name] = max(now - enqueued, 0) / NS
+        return out
+
+    def _has_any(self, name: str) -> bool:
+        state = self.queues.get(name)
+        return state is not None and state.size > 0
+
+    # -- MUTATE (spec §4.1) --------------------------------------------------------------
+
+    async def mutate(self, cmd: str, target: str, flt: Filter | None) -> None:
+        """Kill, discard, requeue or clear entries of a sorted set."""
+        if cmd not in ("clear", "kill", "discard", "requeue"):
+            raise CommandError("unknown mutate operation")
+        kind = SET_TARGETS.get(target)
+        if kind is None:
+            raise CommandError("invalid target for mutation command")
+        now = self.clock.now_ns()
+        with self._change() as done:
+            if cmd == "clear" or (cmd == "discard" and flt is None):
+                self._forget_locks(self.store.release_locks_of_set(kind))
+                self.store.clear_set(kind)
+                self.sets[kind] = 0
+            else:
+                entries = self._matching(kind, flt)
+                ids = [e.id for e in entries]
+                if cmd == "discard":
+                    self._release_locks([e.jid for e in entries])
+                    self.store.delete_entries(ids)
+                    self.sets[kind] -= len(ids)
+                elif cmd == "kill":
+                    self.store.move_entries(ids, SetName.DEAD, now + jobs.DEAD_TTL_SECONDS * NS)
+                    self.sets[kind] -= len(ids)
+                    self.sets[SetName.DEAD] += len(ids)
+                else:
+                    self.store.delete_entries(ids)
+                    self.sets[kind] -= len(ids)
+                    for entry in entries:
+                        self._requeue_entry(entry, now, refresh=False)
+        await done
+
+    def _matching(self, kind: SetName, flt: Filter | None) -> list[StoredJob]:
+        if flt is None:
+            return self.store.entries(kind)
+        if flt.jids:
+            return self.store.entries_by_jid(kind, flt.jids)
+        if flt.regexp:
+            pattern = jobs.redis_glob(flt.regexp)
+            needle = f'"jobtype":{jobs.go_quote(flt.jobtype)}'.encode() if flt.jobtype else b""
+            return [
+                e
+                for e in self.store.entries(kind)
+                if pattern.fullmatch(e.payload.decode("utf-8", "replace"))
+                and (not needle or e.payload.find(needle) > 0)
+            ]
+        if flt.jobtype:
+            needle = f'"jobtype":{jobs.go_quote(flt.jobtype)}'.encode()
+            return [e for e in self.store.entries(kind) if needle in e.payload]
+        return self.store.entries(kind)
+
+    # -- FLUSH -------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete every job, set entry, reservation, counter and queue."""
+        with self._change() as done:
+            self.store.flush()
+            self.queues.clear()
+            self.working.clear()
+            self.sets = dict.fromkeys(SetName, 0)
+            self.processed = self.failures = self.expired = 0
+            self.locks.clear()
+            self._days = {}
+            self._expired_delta = 0
+        await done

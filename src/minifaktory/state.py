@@ -1,0 +1,269 @@
+"""The broker's in-memory state, its group-commit transaction, and the primitives
+every job state change is made of.
+
+How this works: the broker keeps in memory what must be cheap to read (queue
+sizes and paused flags, set sizes, reservations, counters) and sends every
+change to the store inside one open transaction. The first change in an event
+loop tick opens it and schedules ``_commit`` for the end of the tick, so every
+command that arrives together shares one commit (one fsync). A command's reply
+waits for that commit. If the commit fails, the transaction is rolled back,
+the in-memory state is reloaded from the file, and every waiting command gets
+an error: nothing is acknowledged that is not on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgspec
+
+from minifaktory import jobs, options
+from minifaktory.clock import NS, Clock, format_ns, utc_date
+from minifaktory.errors import CommandError, StoreError
+from minifaktory.notify import Notifier
+from minifaktory.payloads import Job, encode, job_decoder
+from minifaktory.store import SetName, Store, StoredJob, WorkingRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class QueueState:
+    """What the broker knows about a queue without asking SQLite."""
+
+    size: int = 0
+    paused: bool = False
+
+
+@dataclass(slots=True)
+class Reservation:
+    """An in-flight job (the payload stays in the store)."""
+
+    jid: str
+    queue: str
+    wid: str
+    reserved_at: int
+    expires_at: int
+    #: The job holds a uniqueness lock to release when it succeeds.
+    unique: bool = False
+
+
+class BrokerState:
+    """In-memory figures over one ``Store``, and the primitives that change both.
+
+    Use it from the event loop thread only. Methods whose name starts with an
+    underscore must run inside ``self._change()``.
+    """
+
+    def __init__(self, store: Store, clock: Clock, fetch_timeout: float = 2.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.fetch_timeout = fetch_timeout
+        self.notifier = Notifier()
+        self.queues: dict[str, QueueState] = {}
+        self.sets: dict[SetName, int] = {}
+        self.working: dict[str, Reservation] = {}
+        self.processed = 0
+        self.failures = 0
+        self.expired = 0
+        #: Uniqueness locks per queue (expired ones count until purged).
+        self.locks: dict[str, int] = {}
+        self._days: dict[str, list[int]] = {}
+        self._expired_delta = 0
+        self._tx: asyncio.Future[None] | None = None
+        self._tx_poisoned = False
+        self.load()
+
+    # -- memory <-> store ------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)build the in-memory state from the file."""
+        snap = self.store.snapshot()
+        self.queues = {name: QueueState(size, paused) for name, paused, size in snap.queues}
+        self.sets = dict(snap.set_sizes)
+        self.working = {
+            r.jid: Reservation(
+                r.jid, r.queue, r.wid, r.reserved_at, r.expires_at, _keeps_lock(r.payload)
+            )
+            for r in snap.working
+        }
+        self.processed = snap.counters.get("processed", 0)
+        self.failures = snap.counters.get("failures", 0)
+        self.expired = snap.counters.get("expired", 0)
+        self.locks = dict(snap.locks)
+        self._days = {}
+        self._expired_delta = 0
+
+    @contextlib.contextmanager
+    def _change(self) -> Iterator[asyncio.Future[None]]:
+        """Run store verbs inside the tick's transaction; yields its commit future.
+
+        An unexpected error poisons the transaction so that nothing half-done
+        is committed.
+        """
+        if self._tx is None:
+            loop = asyncio.get_running_loop()
+            self.store.begin()
+            self._tx = loop.create_future()
+            self._tx_poisoned = False
+            loop.call_soon(self._commit)
+        try:
+            yield self._tx
+        except CommandError:
+            raise
+        except BaseException:
+            self._tx_poisoned = True
+            raise
+
+    def _commit(self) -> None:
+        fut, self._tx = self._tx, None
+        assert fut is not None
+        try:
+            if self._tx_poisoned:
+                raise StoreError("a change failed; its transaction was rolled back")
+            if self._days or self._expired_delta:
+                totals = {
+                    "processed": sum(p for p, _ in self._days.values()),
+                    "failures": sum(f for _, f in self._days.values()),
+                    "expired": self._expired_delta,
+                }
+                self.store.add_counts(totals, self._days)
+                self._days = {}
+                self._expired_delta = 0
+            self.store.commit()
+        except Exception as exc:
+            log.error("storage error, rolling back: %s", exc)
+            self.store.rollback()
+            self.load()
+            fut.set_exception(exc if isinstance(exc, StoreError) else StoreError(str(exc)))
+            fut.exception()  # retrieved here; each waiter re-raises it
+        else:
+            fut.set_result(None)
+
+    def _count(self, now: int, failed: bool) -> None:
+        self.processed += 1
+        self.failures += failed
+        day = self._days.setdefault(utc_date(now), [0, 0])
+        day[0] += 1
+        day[1] += failed
+
+    # -- primitives ------------------------------------------------------------------
+
+    def _enqueue(self, job: Job, now: int, expires_at: int | None, *, front: bool = False) -> None:
+        job.enqueued_at = format_ns(now)
+        self._enqueue_payload(job, encode(job), expires_at, front=front)
+
+    def _enqueue_payload(
+        self, job: Job, payload: bytes, expires_at: int | None, *, front: bool = False
+    ) -> None:
+        queue = job.queue
+        state = self.queues.get(queue)
+        if state is None:
+            self.store.register_queue(queue)
+            state = self.queues[queue] = QueueState()
+        priority = job.priority or options.DEFAULT_PRIORITY
+        self.store.enqueue(queue, priority, job.jid, payload, expires_at, front=front)
+        state.size += 1
+        self.notifier.notify(queue)
+
+    def _add_to_set(self, kind: SetName, score: int, jid: str, payload: bytes) -> None:
+        self.store.add(kind, score, jid, payload)
+        self.sets[kind] += 1
+
+    def _is_paused(self, name: str) -> bool:
+        state = self.queues.get(name)
+        return state is not None and state.paused
+
+    def _has_jobs(self, name: str) -> bool:
+        state = self.queues.get(name)
+        return state is not None and state.size > 0 and not state.paused
+
+    def _reserve(self, queue: str, jid: str, payload: bytes, wid: str, now: int) -> None:
+        job = job_decoder.decode(payload)
+        expires = now + jobs.reservation_seconds(job.reserve_for) * NS
+        self.store.reserve(WorkingRow(jid, queue, wid, now, expires, payload))
+        unique = options.holds_lock(job)
+        if unique and options.releases_at_start(job):
+            self._release_locks([jid])
+            unique = False
+        self.working[jid] = Reservation(jid, queue, wid, now, expires, unique)
+
+    def _expire(self, count: int) -> None:
+        self.expired += count
+        self._expired_delta += count
+
+    def _release_locks(self, jids: list[str]) -> None:
+        self._forget_locks(self.store.release_locks(jids))
+
+    def _forget_locks(self, queues: list[str]) -> None:
+        for queue in queues:
+            left = self.locks.get(queue, 0) - 1
+            if left > 0:
+                self.locks[queue] = left
+            else:
+                self.locks.pop(queue, None)
+
+    def _fail_reserved(
+        self, jid: str, errtype: str, message: str, backtrace: list[str] | None, now: int
+    ) -> None:
+        del self.working[jid]
+        payload = self.store.release(jid)
+        self._count(now, failed=True)
+        if payload is None:
+            log.warning("reservation of %s had no stored job", jid)
+            return
+        job = job_decoder.decode(payload)
+        jobs.record_failure(job, errtype, message, backtrace, now)
+        outcome = jobs.failure_outcome(job)
+        if outcome == "retry":
+            assert job.failure is not None
+            at = now + jobs.retry_delay_seconds(job.failure.retry_count) * NS
+            job.failure.next_at = format_ns(at)
+            self._add_to_set(SetName.RETRIES, at, jid, encode(job))
+        elif outcome == "dead":
+            self._add_to_set(SetName.DEAD, now + jobs.DEAD_TTL_SECONDS * NS, jid, encode(job))
+
+    def _requeue_entry(self, entry: StoredJob, now: int, *, refresh: bool) -> int:
+        try:
+            job = job_decoder.decode(entry.payload)
+            jobs.check_queue_name(job.queue)
+        except (msgspec.DecodeError, CommandError) as exc:
+            log.error("dropping unreadable entry %s: %s", entry.jid, exc)
+            return 0
+        if refresh:
+            self._enqueue(job, now, stored_expiry(job))
+        else:
+            self._enqueue_payload(job, entry.payload, stored_expiry(job))
+        return 1
+
+    # -- figures -------------------------------------------------------------------------
+
+    @property
+    def total_enqueued(self) -> int:
+        return sum(q.size for q in self.queues.values())
+
+    def history(self, days: int) -> dict[str, tuple[int, int]]:
+        """Per-day processed/failures for the last ``days`` days (missing days are absent)."""
+        first = utc_date(self.clock.now_ns() - (days - 1) * 86_400 * NS)
+        return self.store.history(first)
+
+
+def stored_expiry(job: Job) -> int | None:
+    """A stored job's expiry; an unreadable one (pushed before validation) never expires."""
+    try:
+        return options.expiry_of(job)
+    except CommandError:
+        return None
+
+
+def _keeps_lock(payload: bytes) -> bool:
+    """Whether a reserved job still holds its uniqueness lock (read back at start-up)."""
+    try:
+        job = job_decoder.decode(payload)
+    except msgspec.DecodeError:
+        return False
+    return options.holds_lock(job) and not options.releases_at_start(job)
