@@ -247,3 +247,112 @@ def test_requeue_errors(client: WireClient) -> None:
     )
     assert client.call("REQUEUE nope") == b"-ERR invalid REQUEUE nope\r\n"
     assert client.call("REQUEUE") == b"-ERR internal error\r\n"
+
+
+# -- tracking (case 62) and reservation extension -------------------------------------
+
+
+def track(client: WireClient, jid: str) -> dict[str, Any]:
+    data: dict[str, Any] = client.json(f"TRACK GET {jid}")
+    return data
+
+
+def test_tracking_lifecycle(client: WireClient, clock: FakeClock) -> None:
+    client.call("PUSH " + job(jid="tracked-job", custom={"track": 1}))
+    assert track(client, "tracked-job") == {
+        "jid": "tracked-job", "state": "enqueued", "updated_at": format_ns(clock.now_ns()),
+    }  # fmt: skip
+    assert fetched_jid(client) == "tracked-job"
+    assert client.call('TRACK SET {"jid":"tracked-job","percent":32,"desc":"Step 1"}') == (
+        b"+OK\r\n"
+    )
+    clock.advance(1)
+    client.call('TRACK SET {"jid":"tracked-job","percent":33}')
+    got = track(client, "tracked-job")
+    assert got == {
+        "jid": "tracked-job", "state": "working", "updated_at": format_ns(clock.now_ns()),
+        "percent": 33, "desc": "Step 1",
+    }  # fmt: skip
+    client.call('ACK {"jid":"tracked-job"}')
+    assert track(client, "tracked-job")["state"] == "success"
+    assert track(client, "tracked-job")["percent"] == 33
+    assert client.call('TRACK SET {"jid":"tracked-job","percent":100}') == b"+OK\r\n"
+
+
+def test_untracked_job_is_unknown(client: WireClient) -> None:
+    client.call("PUSH " + job(jid="plain-job-1"))
+    fetched_jid(client)
+    assert client.call('TRACK SET {"jid":"plain-job-1","percent":50}') == b"+OK\r\n"
+    assert track(client, "plain-job-1") == {
+        "jid": "plain-job-1",
+        "state": "unknown",
+        "updated_at": "",
+    }
+    assert client.call("TRACK GET nobody") == (
+        b'$50\r\n{"jid":"nobody","state":"unknown","updated_at":""}\r\n'
+    )
+
+
+def test_tracked_failures(client: WireClient) -> None:
+    client.call("PUSH " + job(jid="tracked-ret", retry=2, custom={"track": 1}))
+    fetched_jid(client)
+    client.call('FAIL {"jid":"tracked-ret"}')
+    assert track(client, "tracked-ret")["state"] == "failed"
+    client.call("PUSH " + job(jid="tracked-dead", retry=-1, custom={"track": 1}))
+    fetched_jid(client)
+    client.call('FAIL {"jid":"tracked-dead"}')
+    assert track(client, "tracked-dead")["state"] == "dead"
+
+
+def test_track_errors(client: WireClient) -> None:
+    assert client.call("TRACK SET nope") == b"-ERR invalid TRACK SET nope\r\n"
+    assert client.call('TRACK SET {"percent":5}') == b"-ERR missing JID\r\n"
+    assert client.call('TRACK SET {"jid":"x","percent":101}') == (
+        b"-ERR invalid TRACK SET percent 101: must be 0 to 100\r\n"
+    )
+    assert client.call('TRACK SET {"jid":"x","reserve_until":"later"}').startswith(
+        b"-ERR invalid TRACK SET reserve_until: "
+    )
+    assert client.call("TRACK WHAT x") == b"-ERR no such TRACK subcommand: WHAT\r\n"
+    assert client.call("TRACK") == b"-ERR internal error\r\n"
+
+
+def test_reserve_until_keeps_a_long_job(
+    client: WireClient, server: RunningServer, clock: FakeClock
+) -> None:
+    client.call("PUSH " + job(jid="long-job-01", reserve_for=60))
+    fetched_jid(client)
+    until = format_ns(clock.now_ns() + 600 * 10**9)
+    assert client.call(f'TRACK SET {{"jid":"long-job-01","reserve_until":"{until}"}}') == (
+        b"+OK\r\n"
+    )
+    shorter = format_ns(clock.now_ns() + 120 * 10**9)
+    client.call(f'TRACK SET {{"jid":"long-job-01","reserve_until":"{shorter}"}}')
+    clock.advance(300)
+    server.run_due_tasks()
+    assert client.json("INFO")["faktory"]["sets"]["working"] == 1
+    clock.advance(301)
+    server.run_due_tasks()
+    state = client.json("INFO")["faktory"]
+    assert (state["sets"]["working"], state["sets"]["retries"]) == (0, 1)
+
+
+def test_reserve_until_survives_restart(tmp_path: Path) -> None:
+    db = tmp_path / "extend.db"
+    clock = FakeClock()
+    with minifaktory.run(db_path=db, clock=clock) as srv:
+        c = WireClient(srv.host, srv.port)
+        c.call("HELLO {}")
+        c.call("PUSH " + job(jid="long-job-01", reserve_for=60, custom={"track": 1}))
+        fetched_jid(c)
+        until = format_ns(clock.now_ns() + 3600 * 10**9)
+        c.call(f'TRACK SET {{"jid":"long-job-01","reserve_until":"{until}","desc":"x"}}')
+        c.close()
+    clock.advance(120)
+    with minifaktory.run(db_path=db, clock=clock) as srv:
+        srv.run_due_tasks()
+        c = WireClient(srv.host, srv.port)
+        c.call("HELLO {}")
+        assert c.json("INFO")["faktory"]["sets"]["working"] == 1
+        assert track(c, "long-job-01")["desc"] == "x"
+        c.close()

@@ -676,9 +676,6 @@ def test_enterprise_verbs_answer_as_oss(client: WireClient) -> None:
     assert client.call("BATCH NEW {}") == (
         b"-ERR batch subsystem is only available in Faktory Enterprise\r\n"
     )
-    assert client.call("TRACK GET x") == (
-        b"-ERR tracking subsystem is only available in Faktory Enterprise\r\n"
-    )
 
 
 # -- concurrency ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from minifaktory import jobs, options
-from minifaktory.clock import format_ns
+from minifaktory.clock import NS, format_ns, parse_ns
 from minifaktory.errors import CommandError
 from minifaktory.maintenance import Maintenance
 from minifaktory.payloads import Job, encode, job_decoder
@@ -62,6 +62,8 @@ class Broker(Maintenance):
             self._enqueue(job, now, opts.expires_at)
         else:
             self._add_to_set(SetName.SCHEDULED, at, job.jid, encode(job))
+        if options.is_tracked(job):
+            self.store.track_state(job.jid, "enqueued", now)
 
     # -- fetch -----------------------------------------------------------------------
 
@@ -122,6 +124,8 @@ class Broker(Maintenance):
             self.store.release(jid)
             if reservation.unique:
                 self._release_locks([jid])
+            if reservation.tracked:
+                self.store.track_state(jid, "success", now)
             self._count(now, failed=False)
         await done
 
@@ -136,6 +140,8 @@ class Broker(Maintenance):
             if payload is not None:
                 job = job_decoder.decode(payload)
                 self._enqueue(job, now, stored_expiry(job), front=True)
+                if options.is_tracked(job):
+                    self.store.track_state(jid, "enqueued", now)
         await done
 
     async def fail(self, jid: str, errtype: str, message: str, backtrace: list[str] | None) -> None:
@@ -148,3 +154,44 @@ class Broker(Maintenance):
         with self._change() as done:
             self._fail_reserved(jid, errtype, message, backtrace, now)
         await done
+
+    # -- tracking (spec §5.5) --------------------------------------------------------
+
+    async def track_set(
+        self, jid: str, percent: int | None, desc: str | None, reserve_until: str
+    ) -> None:
+        """TRACK SET: progress of a tracked job, and/or a longer reservation for any job."""
+        if not jid:
+            raise CommandError("missing JID")
+        if percent is not None and not 0 <= percent <= 100:
+            raise CommandError(f"invalid TRACK SET percent {percent}: must be 0 to 100")
+        until: int | None = None
+        if reserve_until:
+            try:
+                until = parse_ns(reserve_until)
+            except ValueError as exc:
+                raise CommandError(f"invalid TRACK SET reserve_until: {exc}") from None
+        now = self.clock.now_ns()
+        with self._change() as done:
+            self.store.track_progress(jid, percent, desc, now)
+            reservation = self.working.get(jid)
+            if until is not None and reservation is not None:
+                # Only ever longer, and never more than a day ahead (Faktory's reserve_for cap).
+                target = min(until, now + jobs.MAX_RESERVE_FOR * NS)
+                if target > reservation.expires_at:
+                    reservation.expires_at = target
+                    self.store.extend_reservation(jid, target)
+        await done
+
+    def track_get(self, jid: str) -> dict[str, object]:
+        """TRACK GET: the recorded state of a tracked job (``unknown`` otherwise)."""
+        row = self.store.tracking(jid)
+        if row is None:
+            return {"jid": jid, "state": "unknown", "updated_at": ""}
+        state, percent, desc, updated = row
+        out: dict[str, object] = {"jid": jid, "state": state, "updated_at": format_ns(updated)}
+        if percent is not None:
+            out["percent"] = percent
+        if desc is not None:
+            out["desc"] = desc
+        return out

@@ -32,6 +32,7 @@ from minifaktory.payloads import (
     fail_decoder,
     go_float,
     mutate_decoder,
+    track_set_decoder,
 )
 from minifaktory.protocol import Command
 from minifaktory.store import SetName
@@ -203,7 +204,18 @@ async def batch(session: Session, cmd: Command) -> bytes | None:
 
 
 async def track(session: Session, cmd: Command) -> bytes | None:
-    raise CommandError("tracking subsystem is only available in Faktory Enterprise")
+    sub, _, rest = _payload(cmd).partition(b" ")
+    broker = session.services.broker
+    if sub == b"GET":
+        return protocol.bulk(encode_in_order(broker.track_get(rest.decode("utf-8", "replace"))))
+    if sub == b"SET":
+        try:
+            report = decode_lenient(track_set_decoder, rest)
+        except msgspec.DecodeError:
+            raise CommandError(f"invalid TRACK SET {rest.decode('utf-8', 'replace')}") from None
+        await broker.track_set(report.jid, report.percent, report.desc, report.reserve_until)
+        return protocol.OK
+    raise CommandError(f"no such TRACK subcommand: {sub.decode('utf-8', 'replace')}")
 
 
 COMMANDS: dict[str, Handler] = {

@@ -16,6 +16,10 @@ from minifaktory.store import SetName, StoredJob
 SCAN_BATCH = 100
 #: Reservation expiry handles this many per query (Faktory: 10).
 EXPIRY_BATCH = 10
+#: Tracking records of finished jobs are kept this long after their last change.
+TRACKING_TTL_FINAL_NS = 30 * 60 * NS
+#: Records of jobs that never finish (lost, or waiting in a huge backlog) are dropped after this.
+TRACKING_TTL_NS = 7 * 86_400 * NS
 SET_TARGETS = {"scheduled": SetName.SCHEDULED, "retries": SetName.RETRIES, "dead": SetName.DEAD}
 
 
@@ -96,7 +100,7 @@ class Maintenance(BrokerState):
         await done
 
     async def purge_expired(self, now: int) -> int:
-        """Remove expired jobs from queues and expired uniqueness locks."""
+        """Remove expired jobs from queues, expired uniqueness locks and old tracking records."""
         with self._change() as done:
             queues = self.store.purge_expired(now)
             for name in queues:
@@ -105,6 +109,8 @@ class Maintenance(BrokerState):
                     state.size -= 1
             self._expire(len(queues))
             self._forget_locks(self.store.purge_locks(now))
+            self.store.purge_tracking(now - TRACKING_TTL_FINAL_NS, ("success", "dead"))
+            self.store.purge_tracking(now - TRACKING_TTL_NS, ("enqueued", "working", "failed"))
         await done
         return len(queues)
 

@@ -150,3 +150,9 @@ def releases_at_start(job: Job) -> bool:
 def holds_lock(job: Job) -> bool:
     """Whether the job was pushed with a uniqueness lock."""
     return (job.custom or {}).get("unique_for") is not None
+
+
+def is_tracked(job: Job) -> bool:
+    """Whether the job was pushed with ``custom.track = 1`` (TRACK SET/GET follow it)."""
+    value = (job.custom or {}).get("track")
+    return value is True or (isinstance(value, int | float) and value == 1)

@@ -88,6 +88,15 @@ class Beat(msgspec.Struct, kw_only=True):
     rss_kb: int = 0
 
 
+class TrackSet(msgspec.Struct, kw_only=True):
+    """The TRACK SET payload (spec §5.5)."""
+
+    jid: str = ""
+    percent: int | None = None
+    desc: str | None = None
+    reserve_until: str = ""
+
+
 class Filter(msgspec.Struct, kw_only=True):
     """Which entries of a set a MUTATE touches (spec §4.1)."""
 
@@ -111,6 +120,7 @@ ack_decoder = msgspec.json.Decoder(dict[str, str])
 fail_decoder = msgspec.json.Decoder(Fail)
 beat_decoder = msgspec.json.Decoder(Beat)
 mutate_decoder = msgspec.json.Decoder(Mutate)
+track_set_decoder = msgspec.json.Decoder(TrackSet)
 
 _encoder = msgspec.json.Encoder(order="deterministic")
 _ordered_encoder = msgspec.json.Encoder()

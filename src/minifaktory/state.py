@@ -50,6 +50,8 @@ class Reservation:
     expires_at: int
     #: The job holds a uniqueness lock to release when it succeeds.
     unique: bool = False
+    #: The job was pushed with ``custom.track``: its state changes are recorded.
+    tracked: bool = False
 
 
 class BrokerState:
@@ -87,7 +89,7 @@ class BrokerState:
         self.sets = dict(snap.set_sizes)
         self.working = {
             r.jid: Reservation(
-                r.jid, r.queue, r.wid, r.reserved_at, r.expires_at, _keeps_lock(r.payload)
+                r.jid, r.queue, r.wid, r.reserved_at, r.expires_at, *_flags(r.payload)
             )
             for r in snap.working
         }
@@ -190,7 +192,10 @@ class BrokerState:
         if unique and options.releases_at_start(job):
             self._release_locks([jid])
             unique = False
-        self.working[jid] = Reservation(jid, queue, wid, now, expires, unique)
+        tracked = options.is_tracked(job)
+        if tracked:
+            self.store.track_state(jid, "working", now)
+        self.working[jid] = Reservation(jid, queue, wid, now, expires, unique, tracked)
 
     def _expire(self, count: int) -> None:
         self.expired += count
@@ -224,7 +229,9 @@ class BrokerState:
             at = now + jobs.retry_delay_seconds(job.failure.retry_count) * NS
             job.failure.next_at = format_ns(at)
             self._add_to_set(SetName.RETRIES, at, jid, encode(job))
-        elif outcome == "dead":
+        if options.is_tracked(job):
+            self.store.track_state(jid, "dead" if outcome == "dead" else "failed", now)
+        if outcome == "dead":
             self._add_to_set(SetName.DEAD, now + jobs.DEAD_TTL_SECONDS * NS, jid, encode(job))
 
     def _requeue_entry(self, entry: StoredJob, now: int, *, refresh: bool) -> int:
@@ -234,6 +241,8 @@ class BrokerState:
         except (msgspec.DecodeError, CommandError) as exc:
             log.error("dropping unreadable entry %s: %s", entry.jid, exc)
             return 0
+        if options.is_tracked(job):
+            self.store.track_state(entry.jid, "enqueued", now)
         if refresh:
             self._enqueue(job, now, stored_expiry(job))
         else:
@@ -260,10 +269,11 @@ def stored_expiry(job: Job) -> int | None:
         return None
 
 
-def _keeps_lock(payload: bytes) -> bool:
-    """Whether a reserved job still holds its uniqueness lock (read back at start-up)."""
+def _flags(payload: bytes) -> tuple[bool, bool]:
+    """(holds its uniqueness lock, is tracked) of a reserved job, read back at start-up."""
     try:
         job = job_decoder.decode(payload)
     except msgspec.DecodeError:
-        return False
-    return options.holds_lock(job) and not options.releases_at_start(job)
+        return False, False
+    unique = options.holds_lock(job) and not options.releases_at_start(job)
+    return unique, options.is_tracked(job)

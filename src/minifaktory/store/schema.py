@@ -79,6 +79,17 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX unique_locks_jid ON unique_locks (jid);
     CREATE INDEX unique_locks_expiry ON unique_locks (expires_at);
     """,
+    # 3: job tracking (TRACK SET / GET).
+    """
+    CREATE TABLE tracking (
+        jid        TEXT PRIMARY KEY,
+        state      TEXT NOT NULL,
+        percent    INTEGER,
+        "desc"     TEXT,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tracking_updated ON tracking (updated_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -331,6 +331,46 @@ class Store:
         )
         return [(str(k), str(j), int(e)) for k, j, e in rows]
 
+    def extend_reservation(self, jid: str, expires_at: int) -> None:
+        """Move a reservation's expiry (TRACK SET reserve_until)."""
+        self._cur.execute("UPDATE working SET expires_at = ? WHERE jid = ?", (expires_at, jid))
+
+    # -- tracking ------------------------------------------------------------------
+
+    def track_state(self, jid: str, state: str, now: int) -> None:
+        """Record the lifecycle state of a tracked job, keeping its percent and desc."""
+        self._cur.execute(
+            "INSERT INTO tracking (jid, state, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (jid) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at",
+            (jid, state, now),
+        )
+
+    def track_progress(self, jid: str, percent: int | None, desc: str | None, now: int) -> bool:
+        """Set percent/desc of a tracked job; False when the job is not tracked."""
+        row = self._one(
+            'UPDATE tracking SET percent = coalesce(?, percent), "desc" = coalesce(?, "desc"),'
+            " updated_at = ? WHERE jid = ? RETURNING 1",
+            (percent, desc, now, jid),
+        )
+        return row is not None
+
+    def tracking(self, jid: str) -> tuple[str, int | None, str | None, int] | None:
+        """(state, percent, desc, updated_at) of a tracked job."""
+        row = self._one(
+            'SELECT state, percent, "desc", updated_at FROM tracking WHERE jid = ?', (jid,)
+        )
+        return None if row is None else (str(row[0]), row[1], row[2], int(row[3]))
+
+    def purge_tracking(self, before: int, states: Sequence[str]) -> int:
+        """Forget tracking records in final ``states`` not updated since ``before``."""
+        marks = ", ".join("?" for _ in states)
+        rows = self._all(
+            f"DELETE FROM tracking WHERE updated_at < ? AND state IN ({marks}) RETURNING 1",  # noqa: S608
+            (before, *states),
+        )
+        return len(rows)
+
     # -- counters ----------------------------------------------------------------
 
     def add_counts(self, totals: dict[str, int], days: dict[str, list[int]]) -> None:
@@ -356,6 +396,9 @@ class Store:
 
     def flush(self) -> None:
         """Delete everything: jobs, sets, reservations, counters, history, queues."""
-        tables = ("queued", "sorted", "working", "counters", "history", "queues", "unique_locks")
+        tables = (
+            "queued", "sorted", "working", "counters", "history", "queues", "unique_locks",
+            "tracking",
+        )  # fmt: skip
         for table in tables:
             self._cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
