@@ -11,7 +11,7 @@ import pytest
 SRC = Path(__file__).parent.parent / "src" / "minifaktory"
 
 LAYERS = {
-    "pure": ["errors", "clock", "protocol", "payloads", "jobs", "options", "config"],
+    "pure": ["errors", "clock", "protocol", "payloads", "jobs", "options", "throttles", "config"],
     "store": ["store", "store.db", "store.schema", "store.store"],
     "domain": ["state", "maintenance", "broker", "notify", "workers", "loops"],
     "adapters": ["commands", "server"],

@@ -31,6 +31,7 @@ from minifaktory.errors import ConfigError
 from minifaktory.loops import TaskRunner, standard_tasks
 from minifaktory.server import Listener
 from minifaktory.store import Store
+from minifaktory.throttles import parse_throttles
 from minifaktory.workers import Registry
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class Server:
         store = Store(self.db_path, self.config.durability)
         listener: Listener | None = None
         try:
-            broker = Broker(store, self.clock, self.config.fetch_timeout)
+            throttles = parse_throttles(self.config.toml).values()
+            broker = Broker(store, self.clock, self.config.fetch_timeout, throttles)
             registry = Registry()
             runner = TaskRunner(standard_tasks(broker, registry), self.clock)
             services = Services(

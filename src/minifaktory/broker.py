@@ -99,8 +99,11 @@ class Broker(Maintenance):
             state = self.queues.get(name)
             if state is None or state.size <= 0:
                 continue  # known empty: no SQL
+            now = self.clock.now_ns()
+            slots = self.slots.get(name)
+            if slots is not None and slots.full(wid, now):
+                continue  # throttled: as if empty for this worker, for now
             with self._change() as done:
-                now = self.clock.now_ns()
                 while (row := self.store.take(name)) is not None:
                     state.size -= 1
                     jid, payload, expires_at = row
@@ -120,7 +123,7 @@ class Broker(Maintenance):
             return
         now = self.clock.now_ns()
         with self._change() as done:
-            reservation = self.working.pop(jid)
+            reservation = self._unreserve(jid)
             self.store.release(jid)
             if reservation.unique:
                 self._release_locks([jid])
@@ -135,7 +138,7 @@ class Broker(Maintenance):
             raise CommandError("requeue: Can't requeue job with no reservation")
         now = self.clock.now_ns()
         with self._change() as done:
-            del self.working[jid]
+            self._unreserve(jid)
             payload = self.store.release(jid)
             if payload is not None:
                 job = job_decoder.decode(payload)

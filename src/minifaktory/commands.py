@@ -277,6 +277,14 @@ def current_state(services: Services) -> dict[str, Any]:
             # dropped so far and uniqueness locks held per queue.
             "total_expired": broker.expired,
             "unique_locks": {name: broker.locks[name] for name in sorted(broker.locks)},
+            "throttles": {
+                name: {
+                    "limit": slots.throttle.limit,
+                    "per": "worker" if slots.throttle.per_worker else "server",
+                    "in_use": slots.in_use(now),
+                }
+                for name, slots in sorted(broker.slots.items())
+            },
         },
         "server": {
             "description": "Faktory",

@@ -196,6 +196,8 @@ class Maintenance(BrokerState):
             self.store.flush()
             self.queues.clear()
             self.working.clear()
+            for slots in self.slots.values():
+                slots.held.clear()
             self.sets = dict.fromkeys(SetName, 0)
             self.processed = self.failures = self.expired = 0
             self.locks.clear()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import msgspec
@@ -27,6 +27,7 @@ from minifaktory.errors import CommandError, StoreError
 from minifaktory.notify import Notifier
 from minifaktory.payloads import Job, encode, job_decoder
 from minifaktory.store import SetName, Store, StoredJob, WorkingRow
+from minifaktory.throttles import Slots, Throttle, slots_for
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,17 @@ class BrokerState:
     underscore must run inside ``self._change()``.
     """
 
-    def __init__(self, store: Store, clock: Clock, fetch_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        fetch_timeout: float = 2.0,
+        throttles: Iterable[Throttle] = (),
+    ) -> None:
         self.store = store
+        self.throttles = {t.queue: t for t in throttles}
+        #: Live throttle slots per throttled queue (rebuilt from reservations by ``load``).
+        self.slots: dict[str, Slots] = {}
         self.clock = clock
         self.fetch_timeout = fetch_timeout
         self.notifier = Notifier()
@@ -97,6 +107,10 @@ class BrokerState:
         self.failures = snap.counters.get("failures", 0)
         self.expired = snap.counters.get("expired", 0)
         self.locks = dict(snap.locks)
+        self.slots = slots_for(self.throttles.values())
+        for r in snap.working:
+            if r.queue in self.slots:
+                self.slots[r.queue].take(r.jid, r.wid, r.reserved_at)
         self._days = {}
         self._expired_delta = 0
 
@@ -196,6 +210,16 @@ class BrokerState:
         if tracked:
             self.store.track_state(jid, "working", now)
         self.working[jid] = Reservation(jid, queue, wid, now, expires, unique, tracked)
+        if queue in self.slots:
+            self.slots[queue].take(jid, wid, now)
+
+    def _unreserve(self, jid: str) -> Reservation:
+        """Forget a reservation in memory (the caller deletes its row) and free its slot."""
+        reservation = self.working.pop(jid)
+        slots = self.slots.get(reservation.queue)
+        if slots is not None and slots.release(jid):
+            self.notifier.notify(reservation.queue)  # a throttled fetcher may proceed now
+        return reservation
 
     def _expire(self, count: int) -> None:
         self.expired += count
@@ -215,7 +239,7 @@ class BrokerState:
     def _fail_reserved(
         self, jid: str, errtype: str, message: str, backtrace: list[str] | None, now: int
     ) -> None:
-        del self.working[jid]
+        self._unreserve(jid)
         payload = self.store.release(jid)
         self._count(now, failed=True)
         if payload is None:
