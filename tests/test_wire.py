@@ -547,7 +547,7 @@ def test_info_shape(client: WireClient) -> None:
     assert isinstance(data, dict)
     assert list(data) == [
         "queues", "sets", "tasks", "total_failures", "total_processed",
-        "total_enqueued", "total_queues", "total_expired", "unique_locks",
+        "total_enqueued", "total_queues", "total_expired", "unique_locks", "throttles",
     ]  # fmt: skip
     assert list(data["sets"]) == ["scheduled", "retries", "dead", "working"]
     assert sorted(data["tasks"]) == ["Busy", "Dead", "Expired", "Retries", "Scheduled", "Workers"]
