@@ -114,6 +114,11 @@ def test_command_line_server_starts_and_stops_on_sigterm(tmp_path: Path) -> None
     assert c.call("HELLO {}") == b"+OK\r\n"
     assert c.call("PUSH " + job()) == b"+OK\r\n"
     c.close()
+    os.kill(proc.pid, signal.SIGHUP)
+    for line in proc.stderr:
+        lines.append(line)
+        if "reloaded" in line:
+            break
     os.kill(proc.pid, signal.SIGTERM)
     rest = proc.stderr.read()
     proc.stderr.close()
@@ -123,3 +128,4 @@ def test_command_line_server_starts_and_stops_on_sigterm(tmp_path: Path) -> None
     assert str(expected) in text
     assert expected.exists()
     assert "Traceback" not in text
+    assert "reloaded 0 cron entries and 0 throttles" in text

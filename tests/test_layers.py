@@ -11,7 +11,17 @@ import pytest
 SRC = Path(__file__).parent.parent / "src" / "minifaktory"
 
 LAYERS = {
-    "pure": ["errors", "clock", "protocol", "payloads", "jobs", "options", "throttles", "config"],
+    "pure": [
+        "errors",
+        "clock",
+        "protocol",
+        "payloads",
+        "jobs",
+        "options",
+        "throttles",
+        "cron",
+        "config",
+    ],
     "store": ["store", "store.db", "store.schema", "store.store"],
     "domain": ["state", "maintenance", "broker", "notify", "workers", "loops"],
     "adapters": ["commands", "server"],

@@ -547,10 +547,12 @@ def test_info_shape(client: WireClient) -> None:
     assert isinstance(data, dict)
     assert list(data) == [
         "queues", "sets", "tasks", "total_failures", "total_processed",
-        "total_enqueued", "total_queues", "total_expired", "unique_locks", "throttles",
+        "total_enqueued", "total_queues", "total_expired", "unique_locks", "throttles", "cron",
     ]  # fmt: skip
     assert list(data["sets"]) == ["scheduled", "retries", "dead", "working"]
-    assert sorted(data["tasks"]) == ["Busy", "Dead", "Expired", "Retries", "Scheduled", "Workers"]
+    assert sorted(data["tasks"]) == [
+        "Busy", "Cron", "Dead", "Expired", "Retries", "Scheduled", "Workers",
+    ]  # fmt: skip
     assert data["tasks"]["Dead"].keys() == {"cycles", "enqueued", "size", "wall_time_sec"}
     server = state["server"]
     assert isinstance(server, dict)

@@ -26,7 +26,8 @@ import anyio.abc
 from minifaktory.broker import Broker
 from minifaktory.clock import Clock, SystemClock
 from minifaktory.commands import Services, Stats, current_state
-from minifaktory.config import DEFAULT_PORT, Config, split_binding
+from minifaktory.config import DEFAULT_PORT, Config, cron_sources, read_conf_d, split_binding
+from minifaktory.cron import parse_cron
 from minifaktory.errors import ConfigError
 from minifaktory.loops import TaskRunner, standard_tasks
 from minifaktory.server import Listener
@@ -75,10 +76,11 @@ class Server:
             throttles = parse_throttles(self.config.toml).values()
             broker = Broker(store, self.clock, self.config.fetch_timeout, throttles)
             registry = Registry()
-            runner = TaskRunner(standard_tasks(broker, registry), self.clock)
-            services = Services(
-                broker, registry, self.clock, Stats(self.clock.now_ns()), runner.stats
-            )
+            cron = parse_cron(self.config.toml, self.config.cron_sources)
+            stats = Stats(self.clock.now_ns())
+            services = Services(broker, registry, self.clock, stats, cron=cron)
+            runner = TaskRunner(standard_tasks(broker, registry, lambda: services.cron), self.clock)
+            services.task_stats = runner.stats
             self.services, self.runner = services, runner
             listener = self.listener = Listener(services, self.config)
             host, port = split_binding(self.config.binding, DEFAULT_PORT)
@@ -98,6 +100,21 @@ class Server:
                 await asyncio.sleep(0)  # let the last group commit run
                 store.close()
                 self.ready.clear()
+
+    def reload(self) -> None:
+        """Re-read ``conf.d`` (SIGHUP): cron entries and throttles change; errors keep the old."""
+        if self.services is None or self.config.config_dir is None:
+            return
+        try:
+            document = read_conf_d(self.config.config_dir)
+            cron = parse_cron(document, cron_sources(self.config.config_dir))
+            throttles = parse_throttles(document)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            return
+        self.services.cron = cron
+        self.services.broker.set_throttles(throttles.values())
+        log.info("reloaded %d cron entries and %d throttles", len(cron), len(throttles))
 
     @property
     def url_without_password(self) -> str:
@@ -254,6 +271,7 @@ def run_forever(config: Config) -> None:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, tg.cancel_scope.cancel)
             await tg.start(server.run)
+            loop.add_signal_handler(signal.SIGHUP, server.reload)
         log.info("minifaktory stopped")
 
     try:

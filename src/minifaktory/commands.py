@@ -19,6 +19,7 @@ from minifaktory import protocol
 from minifaktory.broker import Broker
 from minifaktory.clock import NS, Clock, format_ns, utc_clock_text
 from minifaktory.config import FAKTORY_VERSION
+from minifaktory.cron import CronEntry
 from minifaktory.errors import CommandError, StoreError
 from minifaktory.payloads import (
     ack_decoder,
@@ -61,6 +62,8 @@ class Services:
     clock: Clock
     stats: Stats
     task_stats: Callable[[], dict[str, dict[str, Any]]] = dict
+    #: The cron entries in force (replaced on reload).
+    cron: list[CronEntry] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
@@ -285,6 +288,7 @@ def current_state(services: Services) -> dict[str, Any]:
                 }
                 for name, slots in sorted(broker.slots.items())
             },
+            "cron": broker.cron_table(services.cron),
         },
         "server": {
             "description": "Faktory",

@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 
+from minifaktory.cron import parse_cron
 from minifaktory.errors import ConfigError
+from minifaktory.throttles import parse_throttles
 
 #: The Faktory release whose wire behaviour minifaktory follows (reported by INFO).
 FAKTORY_VERSION = "1.10.0"
@@ -77,6 +79,8 @@ class Config:
     max_connections: int = MAX_CONNECTIONS
     #: The merged ``conf.d`` TOML document, for features that read their own tables.
     toml: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: The conf.d file each ``[[cron]]`` entry came from, in order (for error messages).
+    cron_sources: tuple[str, ...] = ()
 
     def resolved_db_path(self) -> Path | str:
         """The SQLite file this configuration points at."""
@@ -206,6 +210,10 @@ def config_from_flags(
     environment = resolve_environment(flags.environment, environ)
     data_dir, config_dir = _directories(flags, environment, environ)
     document = read_conf_d(config_dir)
+    sources = cron_sources(config_dir)
+    # Fail at start-up, naming the file and entry, rather than when the server starts.
+    parse_cron(document, sources)
+    parse_throttles(document)
     password = resolve_password(document, environment, environ, system_password_file)
     return Config(
         environment=environment,
@@ -219,6 +227,7 @@ def config_from_flags(
         password=password,
         durability=cast(Durability, _check_choice("durability", flags.durability, DURABILITIES)),
         toml=mask_password(document),
+        cron_sources=sources,
     )
 
 
@@ -322,6 +331,18 @@ def read_conf_d(config_dir: Path) -> dict[str, Any]:
         return tomllib.loads("".join(text + "\n" for text in texts))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_toml_error(str(exc), config_dir / "conf.d", files, texts)) from None
+
+
+_CRON_HEADER = re.compile(r"^\s*\[\[\s*cron\s*\]\]", re.MULTILINE)
+
+
+def cron_sources(config_dir: Path) -> tuple[str, ...]:
+    """The file each ``[[cron]]`` entry of the merged document comes from, in order."""
+    return tuple(
+        str(path)
+        for path in conf_d_files(config_dir)
+        for _ in _CRON_HEADER.finditer(_read_text(path))
+    )
 
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")

@@ -16,6 +16,7 @@ from typing import Any
 
 from minifaktory.broker import Broker
 from minifaktory.clock import NS, Clock
+from minifaktory.cron import CronEntry
 from minifaktory.payloads import go_float
 from minifaktory.store import SetName
 from minifaktory.workers import Registry
@@ -57,8 +58,13 @@ class Task:
         return {"reaped": self.total, "size": self.size()}
 
 
-def standard_tasks(broker: Broker, registry: Registry) -> list[Task]:
-    """Faktory's five tasks with their periods in seconds, and minifaktory's expiry sweep."""
+def standard_tasks(
+    broker: Broker, registry: Registry, cron: Callable[[], list[CronEntry]] = list
+) -> list[Task]:
+    """Faktory's five tasks with their periods in seconds, the expiry sweep, and cron."""
+
+    async def fire_cron(now: int) -> int:
+        return await broker.run_cron(cron(), now)
 
     async def scheduled(now: int) -> int:
         return await broker.enqueue_due(SetName.SCHEDULED, now)
@@ -76,6 +82,7 @@ def standard_tasks(broker: Broker, registry: Registry) -> list[Task]:
         Task("Busy", 15, broker.expire_reservations, lambda: len(broker.working), scanner=False),
         Task("Workers", 15, reap_workers, lambda: len(registry.workers), scanner=False),
         Task("Expired", 15, broker.purge_expired, lambda: broker.expired),
+        Task("Cron", 1, fire_cron, lambda: len(cron())),
     ]
 
 

@@ -73,6 +73,8 @@ class BrokerState:
         self.throttles = {t.queue: t for t in throttles}
         #: Live throttle slots per throttled queue (rebuilt from reservations by ``load``).
         self.slots: dict[str, Slots] = {}
+        #: Last firing per cron entry key, read on first use.
+        self.cron_last: dict[str, int] | None = None
         self.clock = clock
         self.fetch_timeout = fetch_timeout
         self.notifier = Notifier()
@@ -89,6 +91,14 @@ class BrokerState:
         self._tx: asyncio.Future[None] | None = None
         self._tx_poisoned = False
         self.load()
+
+    def set_throttles(self, throttles: Iterable[Throttle]) -> None:
+        """Replace the throttle configuration; live slots are rebuilt from reservations."""
+        self.throttles = {t.queue: t for t in throttles}
+        self.slots = slots_for(self.throttles.values())
+        for r in self.working.values():
+            if r.queue in self.slots:
+                self.slots[r.queue].take(r.jid, r.wid, r.reserved_at)
 
     # -- memory <-> store ------------------------------------------------------------
 
@@ -107,12 +117,10 @@ class BrokerState:
         self.failures = snap.counters.get("failures", 0)
         self.expired = snap.counters.get("expired", 0)
         self.locks = dict(snap.locks)
-        self.slots = slots_for(self.throttles.values())
-        for r in snap.working:
-            if r.queue in self.slots:
-                self.slots[r.queue].take(r.jid, r.wid, r.reserved_at)
+        self.set_throttles(self.throttles.values())
         self._days = {}
         self._expired_delta = 0
+        self.cron_last = None
 
     @contextlib.contextmanager
     def _change(self) -> Iterator[asyncio.Future[None]]:

@@ -90,6 +90,13 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX tracking_updated ON tracking (updated_at);
     """,
+    # 4: the last firing of each cron entry, so restarts neither repeat nor skip one.
+    """
+    CREATE TABLE cron_runs (
+        key     TEXT PRIMARY KEY,
+        last_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -371,6 +371,20 @@ class Store:
         )
         return len(rows)
 
+    # -- cron ----------------------------------------------------------------------
+
+    def cron_runs(self) -> dict[str, int]:
+        """The last firing time of every cron entry ever registered, by key."""
+        return {str(k): int(v) for k, v in self._all("SELECT key, last_at FROM cron_runs")}
+
+    def set_cron_run(self, key: str, last_at: int) -> None:
+        """Record a cron entry's latest firing (or its registration time)."""
+        self._cur.execute(
+            "INSERT INTO cron_runs (key, last_at) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET last_at = excluded.last_at",
+            (key, last_at),
+        )
+
     # -- counters ----------------------------------------------------------------
 
     def add_counts(self, totals: dict[str, int], days: dict[str, list[int]]) -> None:
