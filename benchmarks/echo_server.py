@@ -1,0 +1,65 @@
+"""A bare asyncio line-echo server that answers like a Faktory server does at its cheapest.
+
+Baseline for the throughput benchmark: it greets with ``+HI {"v":2}`` and answers
+every line with ``+OK``, so the benchmark's own client (handshake included) can
+drive it exactly as it drives minifaktory. The gap between this server's round
+trips per second and minifaktory's commands per second is the cost of parsing,
+job rules, SQLite and group commit, on top of the event loop and the sockets.
+
+Run: ``python benchmarks/echo_server.py HOST PORT`` (uvloop when importable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import cast
+
+GREETING = b'+HI {"v":2}\r\n'
+OK = b"+OK\r\n"
+
+
+class Echo(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(GREETING)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        lines = buf.count(b"\n")
+        if not lines:
+            self.buf = buf
+            return
+        self.buf = buf[buf.rfind(b"\n") + 1 :]
+        assert self.transport is not None
+        self.transport.write(OK * lines)
+
+
+async def main(host: str, port: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()
+
+    def finish() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, finish)
+    server = await loop.create_server(Echo, host, port, reuse_address=True)
+    async with server:
+        await stop
+
+
+if __name__ == "__main__":
+    host, port = sys.argv[1], int(sys.argv[2])
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main(host, port))
+    else:
+        uvloop.run(main(host, port))
