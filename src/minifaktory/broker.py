@@ -70,7 +70,7 @@ class Broker(Maintenance):
 
     async def fetch(self, queues: list[str], wid: str, worker: Worker | None) -> bytes | None:
         """Reserve the next job of the first non-empty, unpaused queue; wait up to the timeout."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         deadline = loop.time() + self.fetch_timeout
         if worker is not None and worker.busy_signal:
             await asyncio.sleep(self.fetch_timeout)

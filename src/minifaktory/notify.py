@@ -18,12 +18,13 @@ from collections.abc import Iterable
 class Notifier:
     """Per-queue FIFO of parked fetchers."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         self._waiters: dict[str, deque[asyncio.Future[str]]] = {}
 
     async def wait(self, queues: Iterable[str], timeout: float) -> str | None:
         """Wait until a job arrives on one of ``queues``; its name, or None on timeout."""
-        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[str] = self._loop.create_future()
         names = list(dict.fromkeys(queues))
         for name in names:
             self._waiters.setdefault(name, deque()).append(fut)

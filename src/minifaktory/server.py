@@ -80,6 +80,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._counted = False
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop
         self._drained: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------
@@ -87,7 +88,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.listener.connections.add(self)
-        self._task = asyncio.get_running_loop().create_task(self._serve())
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
         self._lines.extend(self._reader.feed(data))
@@ -111,7 +113,7 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The client is not reading its replies: stop running its commands.
         if self._drained is None:
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self._loop.create_future()
 
     def resume_writing(self) -> None:
         drained, self._drained = self._drained, None
@@ -134,7 +136,7 @@ class Connection(asyncio.Protocol):
         while not self._lines:
             if self._eof:
                 return None
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:

@@ -77,7 +77,9 @@ class BrokerState:
         self.cron_last: dict[str, int] | None = None
         self.clock = clock
         self.fetch_timeout = fetch_timeout
-        self.notifier = Notifier()
+        #: The event loop the broker runs on (looked up once: it costs a syscall in 3.11).
+        self.loop = asyncio.get_running_loop()
+        self.notifier = Notifier(self.loop)
         self.queues: dict[str, QueueState] = {}
         self.sets: dict[SetName, int] = {}
         self.working: dict[str, Reservation] = {}
@@ -130,7 +132,7 @@ class BrokerState:
         is committed.
         """
         if self._tx is None:
-            loop = asyncio.get_running_loop()
+            loop = self.loop
             self.store.begin()
             self._tx = loop.create_future()
             self._tx_poisoned = False
