@@ -61,3 +61,54 @@ def test_group_commit_shares_one_transaction(tmp_path: Path) -> None:
         return commits
 
     assert asyncio.run(scenario()) == 1
+
+
+def test_a_cancelled_command_does_not_cancel_its_group(tmp_path: Path) -> None:
+    """A client that disconnects mid-commit must not take the other commands down."""
+
+    async def scenario() -> None:
+        store = Store(tmp_path / "c.db", "normal")
+        broker = Broker(store, FakeClock())
+        first = asyncio.ensure_future(broker.push(job_decoder.decode(_job("leaving-job"))))
+        second = asyncio.ensure_future(broker.push(job_decoder.decode(_job("staying-job"))))
+        await asyncio.sleep(0)  # both are now waiting for the same commit
+        first.cancel()
+        await second
+        assert broker.queues["default"].size == 2  # the cancelled push was committed too
+        store.close()
+
+    asyncio.run(scenario())
+
+
+def test_full_durability_acknowledges_only_after_the_wal_is_synced(tmp_path: Path) -> None:
+    import threading
+
+    async def scenario() -> None:
+        store = Store(tmp_path / "f.db", "full")
+        assert store.sync_after_commit
+        broker = Broker(store, FakeClock())
+        release = threading.Event()
+        calls: list[int] = []
+        real_sync = store.sync
+
+        def slow_sync() -> None:
+            calls.append(1)
+            release.wait(5)
+            real_sync()
+
+        store.sync = slow_sync  # type: ignore[method-assign]
+        first = asyncio.ensure_future(broker.push(job_decoder.decode(_job("first-job-1"))))
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert not first.done()  # committed, but not yet durable: no reply
+        # Commits made while a sync runs are covered by the next one.
+        second = asyncio.ensure_future(broker.push(job_decoder.decode(_job("second-job"))))
+        third = asyncio.ensure_future(broker.push(job_decoder.decode(_job("third-job-1"))))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, second, third)
+        assert len(calls) == 2
+        await asyncio.to_thread(broker.close)
+        store.close()
+
+    asyncio.run(scenario())

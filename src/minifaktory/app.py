@@ -98,6 +98,8 @@ class Server:
                 if listener is not None:
                     await listener.close()
                 await asyncio.sleep(0)  # let the last group commit run
+                if self.services is not None:
+                    await asyncio.to_thread(self.services.broker.close)
                 store.close()
                 self.ready.clear()
 

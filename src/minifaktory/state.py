@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
@@ -92,6 +93,10 @@ class BrokerState:
         self._expired_delta = 0
         self._tx: asyncio.Future[None] | None = None
         self._tx_poisoned = False
+        # Durability "full": commits whose WAL frames are not yet fsynced.
+        self._unsynced: list[asyncio.Future[None]] = []
+        self._syncing = False
+        self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="minifaktory-fsync")
         self.load()
 
     def set_throttles(self, throttles: Iterable[Throttle]) -> None:
@@ -138,7 +143,8 @@ class BrokerState:
             self._tx_poisoned = False
             loop.call_soon(self._commit)
         try:
-            yield self._tx
+            # Shielded: a waiter cancelled (its client left) must not cancel the group.
+            yield asyncio.shield(self._tx)
         except CommandError:
             raise
         except BaseException:
@@ -165,10 +171,42 @@ class BrokerState:
             log.error("storage error, rolling back: %s", exc)
             self.store.rollback()
             self.load()
-            fut.set_exception(exc if isinstance(exc, StoreError) else StoreError(str(exc)))
-            fut.exception()  # retrieved here; each waiter re-raises it
+            _fail_all([fut], exc if isinstance(exc, StoreError) else StoreError(str(exc)))
         else:
-            fut.set_result(None)
+            if self.store.sync_after_commit:
+                self._unsynced.append(fut)
+                if not self._syncing:
+                    self._sync()
+            else:
+                fut.set_result(None)
+
+    def _sync(self) -> None:
+        """fsync the WAL off the event loop for every commit made since the last sync.
+
+        While one sync runs, the loop goes on with the next groups; their replies
+        wait for the following sync. One fsync thus covers many commits.
+        """
+        batch, self._unsynced = self._unsynced, []
+        self._syncing = True
+        synced = self.loop.run_in_executor(self._sync_thread, self.store.sync)
+
+        def done(result: asyncio.Future[None]) -> None:
+            self._syncing = False
+            exc = result.exception()
+            if exc is None:
+                for fut in batch:
+                    fut.set_result(None)
+            else:
+                log.critical("fsync of the write-ahead log failed: %s", exc)
+                _fail_all(batch, StoreError(f"fsync failed: {exc}"))
+            if self._unsynced:
+                self._sync()
+
+        synced.add_done_callback(done)
+
+    def close(self) -> None:
+        """Wait for the last sync, then let go of the sync thread."""
+        self._sync_thread.shutdown(wait=True)
 
     def _count(self, now: int, failed: bool) -> None:
         self.processed += 1
@@ -311,3 +349,9 @@ def _flags(payload: bytes) -> tuple[bool, bool]:
         return False, False
     unique = options.holds_lock(job) and not options.releases_at_start(job)
     return unique, options.is_tracked(job)
+
+
+def _fail_all(futures: list[asyncio.Future[None]], exc: StoreError) -> None:
+    for fut in futures:
+        fut.set_exception(exc)
+        fut.exception()  # retrieved here; each waiter re-raises it
