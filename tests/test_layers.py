@@ -23,7 +23,7 @@ LAYERS = {
         "config",
     ],
     "store": ["store", "store.db", "store.schema", "store.store"],
-    "domain": ["state", "maintenance", "broker", "notify", "workers", "loops"],
+    "domain": ["batches", "state", "maintenance", "broker", "notify", "workers", "loops"],
     "adapters": ["commands", "server"],
     "app": ["app", "cli", "testing", "__init__", "__main__"],
 }

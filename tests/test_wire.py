@@ -546,8 +546,8 @@ def test_info_shape(client: WireClient) -> None:
     data = state["faktory"]
     assert isinstance(data, dict)
     assert list(data) == [
-        "queues", "sets", "tasks", "total_failures", "total_processed",
-        "total_enqueued", "total_queues", "total_expired", "unique_locks", "throttles", "cron",
+        "queues", "sets", "tasks", "total_failures", "total_processed", "total_enqueued",
+        "total_queues", "total_expired", "unique_locks", "throttles", "cron", "batches",
     ]  # fmt: skip
     assert list(data["sets"]) == ["scheduled", "retries", "dead", "working"]
     assert sorted(data["tasks"]) == [
@@ -672,12 +672,6 @@ def test_mutate_errors(client: WireClient) -> None:
     )
     assert client.call("MUTATE {").startswith(b"-ERR ")
     assert client.call('MUTATE {"cmd":"clear","target":"dead"}') == b"+OK\r\n"
-
-
-def test_enterprise_verbs_answer_as_oss(client: WireClient) -> None:
-    assert client.call("BATCH NEW {}") == (
-        b"-ERR batch subsystem is only available in Faktory Enterprise\r\n"
-    )
 
 
 # -- concurrency ------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ import asyncio
 import logging
 
 from minifaktory import jobs, options
+from minifaktory.batches import BatchNew
 from minifaktory.clock import NS, format_ns, parse_ns
 from minifaktory.cron import CronEntry
 from minifaktory.errors import CommandError
 from minifaktory.maintenance import Maintenance
-from minifaktory.payloads import Job, encode, job_decoder
+from minifaktory.payloads import Job, job_decoder
 from minifaktory.state import BrokerState, QueueState, Reservation, stored_expiry
-from minifaktory.store import SetName
 from minifaktory.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -49,22 +49,6 @@ class Broker(Maintenance):
                     errors[job.jid] = exc.message if exc.code == "ERR" else exc.wire_text
         await done
         return errors
-
-    def _push(self, job: Job, now: int, created: str = "") -> None:
-        """Faktory's rules, then the job options, then the lock, then the job itself."""
-        at = jobs.prepare_push(job, now, created)
-        opts = options.parse_options(job, now, at)
-        if opts.unique is not None:
-            if self.store.lock_holder(job.queue, opts.unique.key, now) is not None:
-                raise CommandError("Job not unique", "NOTUNIQUE")
-            if self.store.take_lock(job.queue, opts.unique.key, job.jid, now + opts.unique.ttl_ns):
-                self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
-        if at is None:
-            self._enqueue(job, now, opts.expires_at)
-        else:
-            self._add_to_set(SetName.SCHEDULED, at, job.jid, encode(job))
-        if options.is_tracked(job):
-            self.store.track_state(job.jid, "enqueued", now)
 
     # -- fetch -----------------------------------------------------------------------
 
@@ -130,6 +114,10 @@ class Broker(Maintenance):
                 self._release_locks([jid])
             if reservation.tracked:
                 self.store.track_state(jid, "success", now)
+            if reservation.bid:
+                self.batches.member_succeeded(reservation.bid, jid, now)
+            if reservation.callback is not None:
+                self.batches.callback_succeeded(*reservation.callback, now)
             self._count(now, failed=False)
         await done
 
@@ -249,3 +237,34 @@ class Broker(Maintenance):
                 }
             )
         return out
+
+    # -- batches (spec §5.4) ------------------------------------------------------------
+
+    async def batch_new(self, spec: BatchNew) -> str:
+        """BATCH NEW: the new batch's bid."""
+        with self._change() as done:
+            bid = self.batches.new(spec, self.clock.now_ns())
+        await done
+        return bid
+
+    async def batch_open(self, bid: str) -> None:
+        """BATCH OPEN."""
+        with self._change() as done:
+            self.batches.open(bid, self.clock.now_ns())
+        await done
+
+    async def batch_commit(self, bid: str) -> None:
+        """BATCH COMMIT (callbacks may fire right away)."""
+        with self._change() as done:
+            self.batches.commit(bid, self.clock.now_ns())
+        await done
+
+    async def batch_child(self, parent: str, child: str) -> None:
+        """BATCH CHILD."""
+        with self._change() as done:
+            self.batches.child(parent, child, self.clock.now_ns())
+        await done
+
+    def batch_status(self, bid: str) -> dict[str, object]:
+        """BATCH STATUS."""
+        return self.batches.status(bid)

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from minifaktory import protocol
+from minifaktory.batches import batch_new_decoder
 from minifaktory.broker import Broker
 from minifaktory.clock import NS, Clock, format_ns, utc_clock_text
 from minifaktory.config import FAKTORY_VERSION
@@ -203,7 +204,27 @@ async def queue(session: Session, cmd: Command) -> bytes | None:
 
 
 async def batch(session: Session, cmd: Command) -> bytes | None:
-    raise CommandError("batch subsystem is only available in Faktory Enterprise")
+    sub, _, rest = _payload(cmd).decode("utf-8", "replace").partition(" ")
+    broker = session.services.broker
+    if sub == "NEW":
+        try:
+            spec = decode_lenient(batch_new_decoder, rest.encode())
+        except msgspec.DecodeError as exc:
+            raise CommandError(f"invalid BATCH NEW: {decode_error_text(exc)}") from None
+        return protocol.bulk((await broker.batch_new(spec)).encode())
+    if sub == "OPEN":
+        await broker.batch_open(rest)
+        return protocol.bulk(rest.encode())
+    if sub == "COMMIT":
+        await broker.batch_commit(rest)
+        return protocol.OK
+    if sub == "STATUS":
+        return protocol.bulk(encode_in_order(broker.batch_status(rest)))
+    if sub == "CHILD":
+        parent, _, child = rest.partition(" ")
+        await broker.batch_child(parent, child)
+        return protocol.OK
+    raise CommandError(f"no such BATCH subcommand: {sub}")
 
 
 async def track(session: Session, cmd: Command) -> bytes | None:
@@ -289,6 +310,10 @@ def current_state(services: Services) -> dict[str, Any]:
                 for name, slots in sorted(broker.slots.items())
             },
             "cron": broker.cron_table(services.cron),
+            "batches": {
+                "open": broker.batches.open_count,
+                "committed": broker.batches.committed_count,
+            },
         },
         "server": {
             "description": "Faktory",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from minifaktory import jobs
+from minifaktory.batches import BatchBook
 from minifaktory.clock import NS, parse_ns
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Filter, job_decoder
@@ -100,7 +101,8 @@ class Maintenance(BrokerState):
         await done
 
     async def purge_expired(self, now: int) -> int:
-        """Remove expired jobs from queues, expired uniqueness locks and old tracking records."""
+        """Remove expired jobs from queues, expired uniqueness locks, old tracking records
+        and abandoned batches."""
         with self._change() as done:
             queues = self.store.purge_expired(now)
             for name in queues:
@@ -109,6 +111,7 @@ class Maintenance(BrokerState):
                     state.size -= 1
             self._expire(len(queues))
             self._forget_locks(self.store.purge_locks(now))
+            self.batches.purge(now)
             self.store.purge_tracking(now - TRACKING_TTL_FINAL_NS, ("success", "dead"))
             self.store.purge_tracking(now - TRACKING_TTL_NS, ("enqueued", "working", "failed"))
         await done
@@ -201,6 +204,7 @@ class Maintenance(BrokerState):
             self.sets = dict.fromkeys(SetName, 0)
             self.processed = self.failures = self.expired = 0
             self.locks.clear()
+            self.batches = BatchBook(self.store, self._push)
             self._days = {}
             self._expired_delta = 0
         await done

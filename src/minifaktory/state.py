@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from minifaktory import jobs, options
+from minifaktory import batches, jobs, options
 from minifaktory.clock import NS, Clock, format_ns, utc_date
 from minifaktory.errors import CommandError, StoreError
 from minifaktory.notify import Notifier
@@ -54,6 +54,10 @@ class Reservation:
     unique: bool = False
     #: The job was pushed with ``custom.track``: its state changes are recorded.
     tracked: bool = False
+    #: The batch the job belongs to ('' for none).
+    bid: str = ""
+    #: (bid, "complete"|"success") when the job is a batch callback.
+    callback: tuple[str, str] | None = None
 
 
 class BrokerState:
@@ -125,6 +129,7 @@ class BrokerState:
         self.expired = snap.counters.get("expired", 0)
         self.locks = dict(snap.locks)
         self.set_throttles(self.throttles.values())
+        self.batches = batches.BatchBook(self.store, self._push)
         self._days = {}
         self._expired_delta = 0
         self.cron_last = None
@@ -217,6 +222,29 @@ class BrokerState:
 
     # -- primitives ------------------------------------------------------------------
 
+    def _push(self, job: Job, now: int, created: str = "") -> None:
+        """Faktory's rules, then the job options; every check before any write."""
+        at = jobs.prepare_push(job, now, created)
+        opts = options.parse_options(job, now, at)
+        bid = batches.member_of(job)
+        unique = opts.unique
+        if unique is not None and self.store.lock_holder(job.queue, unique.key, now) is not None:
+            raise CommandError("Job not unique", "NOTUNIQUE")
+        if bid and self.store.batch(bid) is None:
+            raise batches.no_such_batch(bid)
+        if unique is not None and self.store.take_lock(
+            job.queue, unique.key, job.jid, now + unique.ttl_ns
+        ):
+            self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
+        if bid:
+            self.batches.joined(bid, now)
+        if at is None:
+            self._enqueue(job, now, opts.expires_at)
+        else:
+            self._add_to_set(SetName.SCHEDULED, at, job.jid, encode(job))
+        if options.is_tracked(job):
+            self.store.track_state(job.jid, "enqueued", now)
+
     def _enqueue(self, job: Job, now: int, expires_at: int | None, *, front: bool = False) -> None:
         job.enqueued_at = format_ns(now)
         self._enqueue_payload(job, encode(job), expires_at, front=front)
@@ -257,7 +285,10 @@ class BrokerState:
         tracked = options.is_tracked(job)
         if tracked:
             self.store.track_state(jid, "working", now)
-        self.working[jid] = Reservation(jid, queue, wid, now, expires, unique, tracked)
+        self.working[jid] = Reservation(
+            jid, queue, wid, now, expires, unique, tracked,
+            batches.member_of(job), batches.callback_of(job),
+        )  # fmt: skip
         if queue in self.slots:
             self.slots[queue].take(jid, wid, now)
 
@@ -287,9 +318,11 @@ class BrokerState:
     def _fail_reserved(
         self, jid: str, errtype: str, message: str, backtrace: list[str] | None, now: int
     ) -> None:
-        self._unreserve(jid)
+        reservation = self._unreserve(jid)
         payload = self.store.release(jid)
         self._count(now, failed=True)
+        if reservation.bid:
+            self.batches.member_failed(reservation.bid, jid, now)
         if payload is None:
             log.warning("reservation of %s had no stored job", jid)
             return
@@ -341,14 +374,14 @@ def stored_expiry(job: Job) -> int | None:
         return None
 
 
-def _flags(payload: bytes) -> tuple[bool, bool]:
-    """(holds its uniqueness lock, is tracked) of a reserved job, read back at start-up."""
+def _flags(payload: bytes) -> tuple[bool, bool, str, tuple[str, str] | None]:
+    """A reserved job's lock, tracking and batch roles, read back at start-up."""
     try:
         job = job_decoder.decode(payload)
     except msgspec.DecodeError:
-        return False, False
+        return False, False, "", None
     unique = options.holds_lock(job) and not options.releases_at_start(job)
-    return unique, options.is_tracked(job)
+    return unique, options.is_tracked(job), batches.member_of(job), batches.callback_of(job)
 
 
 def _fail_all(futures: list[asyncio.Future[None]], exc: StoreError) -> None:

@@ -1,5 +1,5 @@
 """Storage: the only package that imports apsw or contains SQL."""
 
-from minifaktory.store.store import SetName, Store, StoredJob, WorkingRow
+from minifaktory.store.store import BatchRow, SetName, Store, StoredJob, WorkingRow
 
-__all__ = ["SetName", "Store", "StoredJob", "WorkingRow"]
+__all__ = ["BatchRow", "SetName", "Store", "StoredJob", "WorkingRow"]

@@ -97,6 +97,31 @@ MIGRATIONS: tuple[str, ...] = (
         last_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 5: batches. ``pending`` counts members not yet successful, ``failed`` those
+    # of them that failed at least once (listed in batch_failed).
+    """
+    CREATE TABLE batches (
+        bid          TEXT PRIMARY KEY,
+        parent       TEXT NOT NULL DEFAULT '',
+        description  TEXT NOT NULL DEFAULT '',
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        committed    INTEGER NOT NULL DEFAULT 0,
+        total        INTEGER NOT NULL DEFAULT 0,
+        pending      INTEGER NOT NULL DEFAULT 0,
+        failed       INTEGER NOT NULL DEFAULT 0,
+        complete_job BLOB,
+        success_job  BLOB,
+        complete_st  TEXT NOT NULL DEFAULT '',
+        success_st   TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
+    CREATE INDEX batches_parent ON batches (parent);
+    CREATE TABLE batch_failed (
+        bid TEXT NOT NULL,
+        jid TEXT NOT NULL,
+        PRIMARY KEY (bid, jid)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -56,6 +56,31 @@ class WorkingRow:
     payload: bytes
 
 
+@dataclass(slots=True)
+class BatchRow:
+    """A batch as stored; the broker changes it and hands it back to ``save_batch``."""
+
+    bid: str
+    parent: str
+    description: str
+    created_at: int
+    updated_at: int
+    committed: bool = False
+    total: int = 0
+    pending: int = 0
+    failed: int = 0
+    complete_job: bytes | None = None
+    success_job: bytes | None = None
+    complete_st: str = ""
+    success_st: str = ""
+
+
+_BATCH_COLUMNS = (
+    "bid, parent, description, created_at, updated_at, committed, total, pending, failed,"
+    " complete_job, success_job, complete_st, success_st"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What the broker needs in memory at start-up."""
@@ -403,6 +428,67 @@ class Store:
             (key, last_at),
         )
 
+    # -- batches -------------------------------------------------------------------
+
+    def create_batch(self, row: BatchRow) -> None:
+        """Store a new batch."""
+        self._cur.execute(
+            "INSERT INTO batches (bid, parent, description, created_at, updated_at,"
+            " complete_job, success_job) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (row.bid, row.parent, row.description, row.created_at, row.updated_at,
+             row.complete_job, row.success_job),
+        )  # fmt: skip
+
+    def batch(self, bid: str) -> BatchRow | None:
+        """A batch by its bid."""
+        row = self._one(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE bid = ?", (bid,))  # noqa: S608
+        return None if row is None else BatchRow(*row)
+
+    def batch_children(self, bid: str) -> list[BatchRow]:
+        """The batches whose parent is ``bid``."""
+        rows = self._all(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE parent = ?", (bid,))  # noqa: S608
+        return [BatchRow(*row) for row in rows]
+
+    def save_batch(self, row: BatchRow) -> None:
+        """Write back a batch's mutable fields."""
+        self._cur.execute(
+            "UPDATE batches SET parent = ?, updated_at = ?, committed = ?, total = ?,"
+            " pending = ?, failed = ?, complete_st = ?, success_st = ? WHERE bid = ?",
+            (row.parent, row.updated_at, int(row.committed), row.total, row.pending, row.failed,
+             row.complete_st, row.success_st, row.bid),
+        )  # fmt: skip
+
+    def mark_batch_failure(self, bid: str, jid: str) -> bool:
+        """Remember that member ``jid`` failed; False when it already had."""
+        row = self._one(
+            "INSERT INTO batch_failed (bid, jid) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+            (bid, jid),
+        )
+        return row is not None
+
+    def clear_batch_failure(self, bid: str, jid: str) -> bool:
+        """Forget member ``jid``'s failure (it succeeded); False when it never failed."""
+        row = self._one(
+            "DELETE FROM batch_failed WHERE bid = ? AND jid = ? RETURNING 1", (bid, jid)
+        )
+        return row is not None
+
+    def purge_batches(self, open_before: int, done_before: int) -> int:
+        """Delete batches left uncommitted, or finished, for too long."""
+        rows = self._all(
+            "DELETE FROM batches WHERE (committed = 0 AND updated_at < ?)"
+            " OR (success_st = '2' AND updated_at < ?) RETURNING bid",
+            (open_before, done_before),
+        )
+        self._cur.executemany("DELETE FROM batch_failed WHERE bid = ?", rows)
+        return len(rows)
+
+    def batch_counts(self) -> tuple[int, int]:
+        """(open, committed) batches: read once at start-up."""
+        row = self._one("SELECT count(*) - coalesce(sum(committed), 0), coalesce(sum(committed), 0)"
+                        " FROM batches")  # fmt: skip
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
     # -- counters ----------------------------------------------------------------
 
     def add_counts(self, totals: dict[str, int], days: dict[str, list[int]]) -> None:
@@ -430,7 +516,7 @@ class Store:
         """Delete everything: jobs, sets, reservations, counters, history, queues."""
         tables = (
             "queued", "sorted", "working", "counters", "history", "queues", "unique_locks",
-            "tracking",
+            "tracking", "batches", "batch_failed",
         )  # fmt: skip
         for table in tables:
             self._cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
