@@ -166,7 +166,9 @@ def stop(proc: Proc) -> None:
 
 
 @contextlib.contextmanager
-def server_process(workdir: Path, name: str, durability: str) -> Iterator[Proc]:
+def server_process(
+    workdir: Path, name: str, durability: str, extra: tuple[str, ...] = ()
+) -> Iterator[Proc]:
     """A ``python -m minifaktory`` process on a fresh database file."""
     port = free_port()
     db = workdir / f"{name}.db"
@@ -185,6 +187,7 @@ def server_process(workdir: Path, name: str, durability: str) -> Iterator[Proc]:
         f"{HOST}:0",
         "-l",
         "warn",
+        *extra,
     ]
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -296,7 +299,20 @@ def _short(frame: str) -> str:
 # -- a. end to end ---------------------------------------------------------------------
 
 
-async def end_to_end(port: int, jobs: int, connections: int) -> dict[str, Any]:
+JobMaker = Callable[[str, int], bytes]
+
+
+def plain_job(jid: str, i: int) -> bytes:
+    return job_bytes(jid, queue=QUEUE, arg=i)
+
+
+async def end_to_end(
+    port: int,
+    jobs: int,
+    connections: int,
+    make_job: JobMaker = plain_job,
+    queues: tuple[str, ...] = (QUEUE,),
+) -> dict[str, Any]:
     """Producers PUSH while consumers FETCH + ACK, all at once, until every job is acked."""
     producers = max(1, connections // 2)
     consumers = max(1, connections - producers)
@@ -304,12 +320,7 @@ async def end_to_end(port: int, jobs: int, connections: int) -> dict[str, Any]:
     batches: list[list[bytes]] = []
     start = 0
     for share in split(jobs, producers):
-        batches.append(
-            [
-                job_bytes(f"{prefix}{i:012x}", queue=QUEUE, arg=i)
-                for i in range(start, start + share)
-            ]
-        )
+        batches.append([make_job(f"{prefix}{i:012x}", i) for i in range(start, start + share)])
         start += share
     prod = await asyncio.gather(*(Client.connect(HOST, port) for _ in range(producers)))
     cons = await asyncio.gather(
@@ -336,7 +347,7 @@ async def end_to_end(port: int, jobs: int, connections: int) -> dict[str, Any]:
         # phase runs under a deadline.
         while got < quota:
             t = clock()
-            job = await client.fetch(QUEUE)
+            job = await client.fetch(*queues)
             t2 = clock()
             fetch_lat.append(t2 - t)
             if job is None:
@@ -367,9 +378,9 @@ async def end_to_end(port: int, jobs: int, connections: int) -> dict[str, Any]:
         problems.append(f"fetched {len(seen)} distinct jids, expected {jobs}")
     if any(not jid.startswith(prefix) for jid in seen):
         problems.append("fetched jids that were not pushed in this run")
-    left = faktory.get("queues", {}).get(QUEUE, 0)
+    left = sum(faktory.get("queues", {}).get(q, 0) for q in queues)
     if left:
-        problems.append(f"INFO shows {left} jobs left in queue {QUEUE!r}")
+        problems.append(f"INFO shows {left} jobs left in {', '.join(queues)}")
     working = faktory.get("sets", {}).get("working", 0)
     if working:
         problems.append(f"INFO shows {working} jobs still in the working set")
