@@ -116,23 +116,21 @@ async def fetch(session: Session, cmd: Command) -> bytes | None:
     return protocol.NULL if job is None else protocol.bulk(job)
 
 
-async def ack(session: Session, cmd: Command) -> bytes | None:
-    data = _payload(cmd)
+def _jid_of(cmd: Command) -> str:
+    """The jid of an ``{"jid":"…"}`` payload (a map of strings, as Faktory decodes it)."""
     try:
-        jid = ack_decoder.decode(data)["jid"]
+        return ack_decoder.decode(_payload(cmd))["jid"]
     except (msgspec.DecodeError, KeyError):
-        raise CommandError(f"invalid ACK {cmd.text}") from None
-    await session.services.broker.ack(jid)
+        raise CommandError(f"invalid {cmd.verb} {cmd.text}") from None
+
+
+async def ack(session: Session, cmd: Command) -> bytes | None:
+    await session.services.broker.ack(_jid_of(cmd))
     return protocol.OK
 
 
 async def requeue(session: Session, cmd: Command) -> bytes | None:
-    data = _payload(cmd)
-    try:
-        jid = ack_decoder.decode(data)["jid"]
-    except (msgspec.DecodeError, KeyError):
-        raise CommandError(f"invalid REQUEUE {cmd.text}") from None
-    await session.services.broker.requeue(jid)
+    await session.services.broker.requeue(_jid_of(cmd))
     return protocol.OK
 
 
