@@ -17,7 +17,8 @@ from minifaktory.app import RunningServer
 from tests.conftest import WireClient
 
 VERBS = ["PUSH", "PUSHB", "FETCH", "ACK", "FAIL", "BEAT", "INFO", "FLUSH", "MUTATE", "QUEUE",
-         "BATCH", "TRACK", "HELLO", "NOPE", "push"]  # fmt: skip
+         "BATCH NEW", "BATCH OPEN", "BATCH COMMIT", "BATCH STATUS", "BATCH CHILD", "BATCH",
+         "TRACK SET", "TRACK GET", "TRACK", "REQUEUE", "HELLO", "NOPE", "push"]  # fmt: skip
 REPLY = re.compile(rb"\+[^\r\n]*\r\n|-[A-Z]+ [^\r\n]*\r\n|\$-1\r\n|\$(\d+)\r\n", re.S)
 
 json_values = st.recursive(
@@ -35,8 +36,15 @@ job_like = st.fixed_dictionaries(
         "queue": st.sampled_from(["default", "a", "", "bad name", "x" * 300]) | json_values,
         "retry": st.integers(-3, 30) | json_values, "reserve_for": st.integers(-10, 10**6),
         "at": st.sampled_from(["", "2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "soon"]),
-        "custom": st.dictionaries(st.text(max_size=5), json_values, max_size=3) | json_values,
+        "custom": st.fixed_dictionaries({}, optional={
+            key: json_values | st.sampled_from([1, 0.5, "1h", "x", "2999-01-01T00:00:00Z"])
+            for key in ["unique_for", "unique_until", "expires_at", "expires_in", "bid",
+                        "track", "_bid", "_cb"]
+        }) | json_values,
         "failure": json_values, "wid": json_values, "cmd": json_values, "target": json_values,
+        "priority": st.integers(-2, 12) | json_values, "percent": st.integers(-5, 105),
+        "reserve_until": st.sampled_from(["", "2999-01-01T00:00:00Z", "x"]),
+        "success": json_values, "complete": json_values, "parent_bid": json_values,
     },
 )  # fmt: skip
 payloads = (
