@@ -1,0 +1,53 @@
+"use strict";
+// Push jobs with the faktory-worker Client and print their jids as JSON.
+//
+//   FAKTORY_URL=tcp://:pw@127.0.0.1:7419 node push.js '<json>'
+//
+// <json> is {"jobs": [<job>, ...], "bulk": false} where each <job> is
+// {"jobtype": "...", "args": [...], "queue"?, "at"?, "retry"?, "jid"?, "custom"?}.
+// With "bulk": true the jobs go in one PUSHB; the rejected map is printed too.
+// Output (stdout, one line): {"jids": [...], "rejected": {...}}.
+// A failure (bad password, -ERR reply) prints the error on stderr and exits 1.
+
+const faktory = require("faktory-worker");
+
+async function main() {
+  const spec = JSON.parse(process.argv[2] || "{}");
+  const client = new faktory.Client();
+  // Opens (HELLO) and closes one connection first so a handshake failure is
+  // reported at once instead of after the pool's acquire timeout.
+  await client.connect();
+  const jobs = (spec.jobs || []).map((item) => {
+    const job = client.job(item.jobtype, ...(item.args || []));
+    if (item.queue !== undefined) job.queue = item.queue;
+    if (item.at !== undefined) job.at = item.at;
+    if (item.retry !== undefined) job.retry = item.retry;
+    if (item.jid !== undefined) job.jid = item.jid;
+    if (item.custom !== undefined) job.custom = item.custom;
+    return job;
+  });
+  const jids = [];
+  let rejected = {};
+  if (spec.bulk) {
+    rejected = await client.pushBulk(jobs);
+    for (const job of jobs) jids.push(job.jid);
+  } else {
+    for (const job of jobs) jids.push(await job.push());
+  }
+  await client.close();
+  process.stdout.write(`${JSON.stringify({ jids, rejected })}\n`);
+}
+
+const deadline = setTimeout(() => {
+  process.stderr.write("push.js: deadline exceeded\n");
+  process.exit(3);
+}, Number(process.env.COMPAT_DEADLINE_MS || 15000));
+deadline.unref();
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`push.js failed: ${err && err.stack ? err.stack : err}\n`);
+    process.exit(1);
+  },
+);
