@@ -98,7 +98,17 @@ def test_command_line_server_starts_and_stops_on_sigterm(tmp_path: Path) -> None
     env = {**os.environ, "HOME": str(tmp_path), "FAKTORY_ENV": "development"}
     env.pop("FAKTORY_PASSWORD", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "minifaktory", "-b", "127.0.0.1:0", "-l", "info"],
+        [
+            sys.executable,
+            "-m",
+            "minifaktory",
+            "-b",
+            "127.0.0.1:0",
+            "-w",
+            "127.0.0.1:0",
+            "-l",
+            "info",
+        ],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

@@ -196,8 +196,8 @@ def test_reload_replaces_cron_and_throttles(tmp_path: Path) -> None:
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
     (conf_d / "cron.toml").write_text(FIVE)
-    config = load_config(["-c", str(tmp_path), "--db", str(tmp_path / "r.db"),
-                          "-b", "127.0.0.1:0"], {"HOME": str(tmp_path)})  # fmt: skip
+    argv = ["-c", str(tmp_path), "--db", str(tmp_path / "r.db"), "-b", "127.0.0.1:0", "-w", ":0"]
+    config = load_config(argv, {"HOME": str(tmp_path)})
     with minifaktory.run(config) as srv:
         assert len(srv.info()["faktory"]["cron"]) == 1
         (conf_d / "cron.toml").write_text(FIVE + FIVE.replace("FiveJob", "OtherJob"))

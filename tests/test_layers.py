@@ -22,14 +22,15 @@ LAYERS = {
         "cron",
         "config",
     ],
-    "store": ["store", "store.db", "store.schema", "store.store"],
+    "store": ["store", "store.db", "store.schema", "store.store", "store.reader"],
     "domain": ["batches", "state", "maintenance", "broker", "notify", "workers", "loops"],
-    "adapters": ["commands", "server"],
+    "adapters": ["commands", "server", "webui", "webui.app", "webui.security", "webui.server"],
     "app": ["app", "cli", "testing", "__init__", "__main__"],
 }
 ORDER = list(LAYERS)
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 IO_MODULES = {"asyncio", "anyio", "apsw", "socket", "uvloop"}
+WEB_MODULES = {"starlette", "jinja2", "uvicorn", "multipart", "httpx"}
 SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE FROM|CREATE TABLE)\b")
 
 
@@ -63,6 +64,8 @@ def test_layering(name: str, path: Path) -> None:
                 assert LAYER_OF[name] == "store", f"{name} imports apsw"
             if LAYER_OF[name] == "pure":
                 assert top not in IO_MODULES, f"pure module {name} imports {top}"
+            if top in WEB_MODULES:
+                assert name.startswith("webui"), f"{name} imports the web stack ({top})"
             continue
         target = imported.removeprefix("minifaktory.")
         while target not in LAYER_OF and "." in target:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future as ThreadFuture
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -26,7 +26,14 @@ import anyio.abc
 from minifaktory.broker import Broker
 from minifaktory.clock import Clock, SystemClock
 from minifaktory.commands import Services, Stats, current_state
-from minifaktory.config import DEFAULT_PORT, Config, cron_sources, read_conf_d, split_binding
+from minifaktory.config import (
+    DEFAULT_PORT,
+    DEFAULT_WEB_PORT,
+    Config,
+    cron_sources,
+    read_conf_d,
+    split_binding,
+)
 from minifaktory.cron import parse_cron
 from minifaktory.errors import ConfigError
 from minifaktory.loops import TaskRunner, standard_tasks
@@ -34,6 +41,9 @@ from minifaktory.server import Listener
 from minifaktory.store import Store
 from minifaktory.throttles import parse_throttles
 from minifaktory.workers import Registry
+
+if TYPE_CHECKING:
+    from minifaktory.webui.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,7 @@ class Server:
         self.services: Services | None = None
         self.runner: TaskRunner | None = None
         self.listener: Listener | None = None
+        self.web_port = 0
         self.ready = threading.Event()
 
     @property
@@ -90,9 +101,17 @@ class Server:
             log.info(
                 "minifaktory listening at %s, database %s", self.url_without_password, self.db_path
             )
-            self.ready.set()
-            task_status.started(self)
-            await runner.run()
+            async with anyio.create_task_group() as tg:
+                web = self._web_server(services)
+                if web is not None:
+                    tg.start_soon(web.serve)
+                self.ready.set()
+                task_status.started(self)
+                try:
+                    await runner.run()
+                finally:
+                    if web is not None:
+                        web.stop()
         finally:
             with anyio.CancelScope(shield=True):
                 if listener is not None:
@@ -102,6 +121,17 @@ class Server:
                     await asyncio.to_thread(self.services.broker.close)
                 store.close()
                 self.ready.clear()
+
+    def _web_server(self, services: Services) -> WebServer | None:
+        """The Web UI on ``-w``'s binding; None when its port is 0 (disabled, as in Faktory)."""
+        host, port = split_binding(self.config.web_binding, DEFAULT_WEB_PORT)
+        if port == 0 or str(self.db_path) == ":memory:":
+            return None
+        from minifaktory.webui.server import WebServer  # the web stack loads only when used
+
+        web = WebServer(services, self.config, self.db_path, host, port)
+        self.web_port = web.port
+        return web
 
     def reload(self) -> None:
         """Re-read ``conf.d`` (SIGHUP): cron entries and throttles change; errors keep the old."""
@@ -135,7 +165,8 @@ class Server:
 
 
 def _config(config: Config | None, **overrides: Any) -> Config:
-    base = config or Config(binding="127.0.0.1:0")
+    # In-process servers (tests, embedding) get a free port and no Web UI unless asked.
+    base = config or Config(binding="127.0.0.1:0", web_binding="127.0.0.1:0")
     fields = {f.name for f in dataclasses.fields(Config)}
     unknown = set(overrides) - fields
     if unknown:

@@ -1,0 +1,129 @@
+"""The Web UI over real HTTP: pages, JSON API, auth, cross-site protection, bad input."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+import minifaktory
+from minifaktory.app import RunningServer
+from tests.conftest import WireClient, job
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def web() -> Iterator[tuple[RunningServer, httpx.Client]]:
+    with minifaktory.run(web_binding=f"127.0.0.1:{free_port()}") as srv:
+        base = f"http://127.0.0.1:{srv.server.web_port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            yield srv, http
+
+
+def push(srv: RunningServer, *bodies: str) -> None:
+    c = WireClient(srv.host, srv.port)
+    c.call("HELLO {}")
+    for body in bodies:
+        assert c.call("PUSH " + body) == b"+OK\r\n"
+    c.close()
+
+
+SAME = {"Sec-Fetch-Site": "same-origin"}
+
+
+def test_health_and_stats(web: tuple[RunningServer, httpx.Client]) -> None:
+    _, http = web
+    health = http.get("/health").json()
+    assert list(health) == ["now", "server"]
+    assert health["server"]["description"] == "Faktory"
+    stats = http.get("/stats")
+    assert stats.headers["cache-control"] == "no-cache"
+    assert list(stats.json()) == ["now", "server_utc_time", "faktory", "server"]
+
+
+def test_dashboard_and_history(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    push(srv, job(queue="mail"))
+    page = http.get("/")
+    assert page.status_code == 200
+    assert "Processed" in page.text and "mail" in page.text
+    assert "width=device-width" in page.text
+    assert len(http.get("/api/history?days=7").json()) == 7
+    assert len(http.get("/api/history?days=999").json()) == 180
+    assert len(http.get("/api/history?days=x").json()) == 30
+    assert http.get("/static/app.css").status_code == 200
+
+
+def test_queue_actions(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    push(srv, job(queue="mail"), job(jid="another-job-1", queue="mail"))
+    assert http.get("/queues").status_code == 200
+    reply = http.post("/queues", data={"queue": "mail", "action": "pause"}, headers=SAME)
+    assert reply.status_code == 302
+    [row] = http.get("/api/queues").json()
+    assert row == {"name": "mail", "size": 2, "paused": True, "latency": row["latency"],
+                   "unique_locks": 0}  # fmt: skip
+    assert http.post("/api/queues/mail/resume", headers=SAME).json()["ok"] is True
+    assert srv.info()["faktory"]["queues"] == {"mail": 2}
+    assert http.post("/api/queues/mail/delete", headers=SAME).status_code == 200
+    assert srv.info()["faktory"]["queues"] == {}
+
+
+def test_bad_input_is_a_clear_error(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    push(srv, job())
+    assert http.post("/api/queues/default/explode", headers=SAME).status_code == 400
+    assert http.post("/api/queues/nope/pause", headers=SAME).json() == {
+        "error": "No such queue 'nope'"
+    }
+    assert http.post("/queues", data={"queue": "default"}, headers=SAME).status_code == 400
+    assert http.get("/api/queues/default/pause").status_code == 405
+    assert http.get("/nowhere").status_code == 404
+    assert srv.info()["faktory"]["queues"] == {"default": 1}
+
+
+def test_cross_site_posts_are_refused(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    push(srv, job())
+    cross = {"Sec-Fetch-Site": "cross-site"}
+    assert http.post("/api/queues/default/delete", headers=cross).status_code == 403
+    evil = {"Origin": "http://evil.example"}
+    assert http.post("/api/queues/default/delete", headers=evil).status_code == 403
+    assert srv.info()["faktory"]["queues"] == {"default": 1}
+    assert http.post("/api/queues/default/pause", headers=SAME).status_code == 200
+
+
+def test_basic_auth() -> None:
+    with minifaktory.run(password="s3cret", web_binding=f"127.0.0.1:{free_port()}") as srv:
+        base = f"http://127.0.0.1:{srv.server.web_port}"
+        with httpx.Client(base_url=base) as http:
+            denied = http.get("/")
+            assert denied.status_code == 401
+            assert denied.headers["www-authenticate"] == 'Basic realm="Faktory"'
+            assert denied.text == "Authorization required"
+            assert http.get("/", auth=("any", "wrong")).text == "Authorization failed"
+            assert http.get("/", auth=("any", "s3cret")).status_code == 200
+            assert http.get("/health").status_code == 200
+            assert http.get("/static/app.js").status_code == 200
+
+
+def test_web_password_from_toml() -> None:
+    toml = {"web": {"password": "webpw"}}
+    with minifaktory.run(password="s3cret", toml=toml,
+                         web_binding=f"127.0.0.1:{free_port()}") as srv:  # fmt: skip
+        base = f"http://127.0.0.1:{srv.server.web_port}"
+        with httpx.Client(base_url=base) as http:
+            assert http.get("/", auth=("", "s3cret")).status_code == 401
+            assert http.get("/", auth=("", "webpw")).status_code == 200
+
+
+def test_port_zero_disables_the_web_ui() -> None:
+    with minifaktory.run() as srv:
+        assert srv.server.web_port == 0
