@@ -4,7 +4,7 @@
 //   FAKTORY_URL=tcp://:pw@127.0.0.1:7419 node push.js '<json>'
 //
 // <json> is {"jobs": [<job>, ...], "bulk": false} where each <job> is
-// {"jobtype": "...", "args": [...], "queue"?, "at"?, "retry"?, "jid"?, "custom"?}.
+// {"jobtype": "...", "args": [...], "queue"?, "at"?, "retry"?, "jid"?, "custom"?, "priority"?}.
 // With "bulk": true the jobs go in one PUSHB; the rejected map is printed too.
 // Output (stdout, one line): {"jids": [...], "rejected": {...}}.
 // A failure (bad password, -ERR reply) prints the error on stderr and exits 1.
@@ -24,6 +24,7 @@ async function main() {
     if (item.retry !== undefined) job.retry = item.retry;
     if (item.jid !== undefined) job.jid = item.jid;
     if (item.custom !== undefined) job.custom = item.custom;
+    if (item.priority !== undefined) job.priority = item.priority;
     return job;
   });
   const jids = [];
