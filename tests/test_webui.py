@@ -127,3 +127,12 @@ def test_web_password_from_toml() -> None:
 def test_port_zero_disables_the_web_ui() -> None:
     with minifaktory.run() as srv:
         assert srv.server.web_port == 0
+
+
+def test_unique_locks_are_listed_per_queue(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    push(srv, job(jid="locked-job-1", queue="mail", custom={"unique_for": 60}))
+    [lock] = http.get("/api/queues/mail/locks").json()
+    assert lock["jid"] == "locked-job-1" and len(lock["key"]) == 64
+    assert http.get("/api/queues/other/locks").json() == []
+    assert http.get("/api/queues").json()[0]["unique_locks"] == 1

@@ -115,6 +115,15 @@ class Reader:
         )
         return [(str(a), str(b), str(c), int(d), int(e), bytes(f)) for a, b, c, d, e, f in rows]
 
+    def locks(self, queue: str, limit: int) -> list[tuple[str, str, int]]:
+        """(key, jid, expires_at) of the uniqueness locks of ``queue``, soonest expiry first."""
+        rows = self._all(
+            "SELECT key, jid, expires_at FROM unique_locks WHERE queue = ?"
+            " ORDER BY expires_at LIMIT ?",
+            (queue, limit),
+        )
+        return [(str(k), str(j), int(e)) for k, j, e in rows]
+
     def history(self, first_day: str) -> dict[str, tuple[int, int]]:
         """Per-day (processed, failures) from ``first_day`` on."""
         rows = self._all(

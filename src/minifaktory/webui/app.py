@@ -93,6 +93,13 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         await _queue_action(web, name, action)
         return JSONResponse({"queue": name, "action": action, "ok": True})
 
+    async def locks_api(request: Request) -> Response:
+        name = request.path_params["name"]
+        rows = web.reader.locks(name, 1000)
+        return JSONResponse([
+            {"key": key, "jid": jid, "expires_at": format_ns(expires)} for key, jid, expires in rows
+        ])  # fmt: skip
+
     routes = [
         Route("/", dashboard, name="dashboard"),
         Route("/health", health, methods=["GET", "HEAD"]),
@@ -101,6 +108,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/api/info", stats),
         Route("/api/history", history_api),
         Route("/api/queues", queues_api),
+        Route("/api/queues/{name}/locks", locks_api),
         Route("/api/queues/{name}/{action}", queue_action_api, methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -171,6 +179,3 @@ async def _queue_action(web: Web, name: str, action: str) -> None:
         await web.broker.remove([name])
     else:
         await web.broker.pause([name], paused=action == "pause")
-
-
-__all__ = ["create_app", "format_ns"]
