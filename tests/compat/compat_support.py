@@ -180,6 +180,18 @@ def counts(h: Harness) -> dict[str, Any]:
     }
 
 
+def retry_comes_due(h: Harness) -> None:
+    """After one FAIL: the job waits in retries, then its retry reaches the queue."""
+    assert counts(h) == {
+        "processed": 1,
+        "failures": 1,
+        "sets": empty_sets(retries=1),
+        "queued": {},
+    }
+    h.due()
+    assert counts(h)["queued"] == {"default": 1}
+
+
 def empty_sets(**sizes: int) -> dict[str, int]:
     base = {"scheduled": 0, "retries": 0, "dead": 0, "working": 0}
     base.update(sizes)
