@@ -9,6 +9,7 @@ import pytest
 
 from minifaktory.errors import StoreError
 from minifaktory.store import SetName, Store, WorkingRow
+from minifaktory.store.reader import Reader
 from minifaktory.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
 
@@ -76,7 +77,7 @@ def test_counters_and_history(store: Store) -> None:
     store.add_counts({"processed": 3, "failures": 1}, {"2026-07-01": [2, 1], "2026-07-02": [1, 0]})
     store.add_counts({"processed": 1, "failures": 1, "expired": 2}, {"2026-07-02": [1, 1]})
     assert store.snapshot().counters == {"processed": 4, "failures": 2, "expired": 2}
-    assert store.history("2026-07-02") == {"2026-07-02": (2, 1)}
+    assert Reader(store.path).history("2026-07-02") == {"2026-07-02": (2, 1)}
     store.flush()
     assert store.snapshot().counters == {}
 

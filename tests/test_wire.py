@@ -16,6 +16,7 @@ import minifaktory
 from minifaktory.app import RunningServer
 from minifaktory.clock import FakeClock, parse_ns
 from minifaktory.protocol import pwdhash
+from minifaktory.store.reader import Reader
 from tests.conftest import TEST_FETCH_TIMEOUT, WireClient, job
 
 JID = "12345678901234567890abcd"
@@ -780,8 +781,5 @@ def test_counters_and_daily_history_survive_restart(tmp_path: Path) -> None:
         assert (state["total_processed"], state["total_failures"]) == (3, 1)
         c.close()
 
-        async def history() -> dict[str, tuple[int, int]]:
-            assert srv.server.services is not None
-            return srv.server.services.broker.history(7)
-
-        assert srv.call(history()) == {utc_date(clock.now_ns()): (3, 1)}
+    today = utc_date(clock.now_ns())
+    assert Reader(db).history(today) == {today: (3, 1)}

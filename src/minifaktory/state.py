@@ -354,17 +354,6 @@ class BrokerState:
             self._enqueue_payload(job, entry.payload, stored_expiry(job))
         return 1
 
-    # -- figures -------------------------------------------------------------------------
-
-    @property
-    def total_enqueued(self) -> int:
-        return sum(q.size for q in self.queues.values())
-
-    def history(self, days: int) -> dict[str, tuple[int, int]]:
-        """Per-day processed/failures for the last ``days`` days (missing days are absent)."""
-        first = utc_date(self.clock.now_ns() - (days - 1) * 86_400 * NS)
-        return self.store.history(first)
-
 
 def stored_expiry(job: Job) -> int | None:
     """A stored job's expiry; an unreadable one (pushed before validation) never expires."""

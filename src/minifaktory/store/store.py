@@ -29,10 +29,6 @@ class SetName(enum.IntEnum):
     RETRIES = 2
     DEAD = 3
 
-    @property
-    def info_name(self) -> str:
-        return self.name.lower()
-
 
 @dataclass(frozen=True, slots=True)
 class StoredJob:
@@ -143,14 +139,6 @@ class Store:
         if not self._conn.in_transaction:
             return
         self._cur.execute("ROLLBACK")
-
-    @property
-    def in_transaction(self) -> bool:
-        return bool(self._conn.in_transaction)
-
-    def checkpoint(self) -> None:
-        """Fold the WAL back into the main file (idle housekeeping)."""
-        self._conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
 
     # -- start-up ----------------------------------------------------------------
 
@@ -504,13 +492,6 @@ class Store:
             " failures = failures + excluded.failures",
             [(day, p, f) for day, (p, f) in days.items()],
         )
-
-    def history(self, first_day: str) -> dict[str, tuple[int, int]]:
-        """Per-day (processed, failures) from ``first_day`` on."""
-        rows = self._all(
-            "SELECT day, processed, failures FROM history WHERE day >= ?", (first_day,)
-        )
-        return {str(d): (int(p), int(f)) for d, p, f in rows}
 
     def flush(self) -> None:
         """Delete everything: jobs, sets, reservations, counters, history, queues."""
