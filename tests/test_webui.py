@@ -136,3 +136,62 @@ def test_unique_locks_are_listed_per_queue(web: tuple[RunningServer, httpx.Clien
     assert lock["jid"] == "locked-job-1" and len(lock["key"]) == 64
     assert http.get("/api/queues/other/locks").json() == []
     assert http.get("/api/queues").json()[0]["unique_locks"] == 1
+
+
+def fail_jobs(srv: RunningServer, n: int, **fields: object) -> None:
+    c = WireClient(srv.host, srv.port)
+    c.call("HELLO {}")
+    for i in range(n):
+        c.call("PUSH " + job(jid=f"failing-{i:04d}", jobtype="Boom", args=[i], **fields))
+        assert b"failing" in c.call("FETCH default")
+        c.call(f'FAIL {{"jid":"failing-{i:04d}","errtype":"KeyError","message":"no key {i}"}}')
+    c.close()
+
+
+def test_retries_page_search_and_actions(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    fail_jobs(srv, 30)
+    page = http.get("/retries")
+    assert page.status_code == 200 and "KeyError: no key" in page.text
+    listing = http.get("/api/sets/retries").json()
+    assert len(listing["jobs"]) == 25 and listing["next_after"]
+    rest = http.get("/api/sets/retries", params={"after": listing["next_after"]}).json()
+    assert len(rest["jobs"]) == 5 and rest["next_after"] == ""
+    keys = {j["key"] for j in listing["jobs"]} | {j["key"] for j in rest["jobs"]}
+    assert len(keys) == 30
+    found = http.get("/api/sets/retries", params={"q": "no key 17"}).json()["jobs"]
+    assert [j["jid"] for j in found] == ["failing-0017"]
+    one = found[0]
+    detail = http.get(f"/retries/{one['key']}")
+    assert detail.status_code == 200 and "failing-0017" in detail.text
+    assert http.get(f"/api/sets/retries/{one['key']}").json()["error"] == "KeyError: no key 17"
+    moved = http.post("/retries", data={"key": one["key"], "action": "retry"}, headers=SAME)
+    assert moved.status_code == 302
+    assert srv.info()["faktory"]["queues"] == {"default": 1}
+    others = [j["key"] for j in listing["jobs"] if j["key"] != one["key"]]
+    body = {"action": "kill", "keys": others[:3]}
+    assert http.post("/api/sets/retries/actions", json=body, headers=SAME).json()["count"] == 3
+    sets = srv.info()["faktory"]["sets"]
+    assert (sets["retries"], sets["dead"]) == (26, 3)
+    assert http.post("/api/sets/morgue/actions", json={"action": "delete", "all": True},
+                     headers=SAME).json()["count"] == 3  # fmt: skip
+    assert srv.info()["faktory"]["sets"]["dead"] == 0
+
+
+def test_set_pages_bad_input(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    fail_jobs(srv, 1)
+    assert http.get("/retries/999999").status_code == 404
+    assert http.get("/retries/abc").status_code == 404
+    assert http.get("/api/sets/retries", params={"after": "x"}).status_code == 400
+    assert http.get("/api/sets/nothing").status_code == 404
+    assert http.post("/retries", data={"action": "retry"}, headers=SAME).status_code == 400
+    assert (
+        http.post("/retries", data={"key": "1", "action": "zap"}, headers=SAME).status_code == 400
+    )
+    assert http.post("/api/sets/retries/actions", content=b"nope", headers=SAME).status_code == 400
+    gone = http.post("/retries", data={"key": "999999", "action": "delete"}, headers=SAME)
+    assert gone.status_code == 302  # a job that vanished meanwhile is skipped, as in Faktory
+    assert http.get("/scheduled").status_code == 200
+    assert http.get("/morgue").status_code == 200
+    assert srv.info()["faktory"]["sets"]["retries"] == 1

@@ -155,22 +155,43 @@ class Maintenance(BrokerState):
                 self.store.clear_set(kind)
                 self.sets[kind] = 0
             else:
-                entries = self._matching(kind, flt)
-                ids = [e.id for e in entries]
-                if cmd == "discard":
-                    self._release_locks([e.jid for e in entries])
-                    self.store.delete_entries(ids)
-                    self.sets[kind] -= len(ids)
-                elif cmd == "kill":
-                    self.store.move_entries(ids, SetName.DEAD, now + jobs.DEAD_TTL_SECONDS * NS)
-                    self.sets[kind] -= len(ids)
-                    self.sets[SetName.DEAD] += len(ids)
-                else:
-                    self.store.delete_entries(ids)
-                    self.sets[kind] -= len(ids)
-                    for entry in entries:
-                        self._requeue_entry(entry, now, refresh=False)
+                self._act(kind, self._matching(kind, flt), cmd, now)
         await done
+
+    async def act_on_set(self, kind: SetName, ids: list[int] | None, action: str) -> int:
+        """The Web UI's actions on chosen entries (``None``: all of them); how many moved.
+
+        ``retry``/``add_to_queue`` enqueue with a fresh ``enqueued_at`` (Faktory's
+        "Retry Now"), ``delete`` discards, ``kill`` moves to the dead set.
+        Entries that vanished meanwhile are skipped, as in Faktory.
+        """
+        verb = {"retry": "enqueue", "add_to_queue": "enqueue", "delete": "discard", "kill": "kill"}
+        if action not in verb:
+            raise CommandError(f"invalid action {action!r}")
+        now = self.clock.now_ns()
+        with self._change() as done:
+            entries = (
+                self.store.entries(kind) if ids is None else self.store.entries_by_id(kind, ids)
+            )
+            self._act(kind, entries, verb[action], now)
+        await done
+        return len(entries)
+
+    def _act(self, kind: SetName, entries: list[StoredJob], how: str, now: int) -> None:
+        """discard, kill, requeue (payload unchanged) or enqueue (fresh ``enqueued_at``)."""
+        ids = [e.id for e in entries]
+        if how == "kill":
+            self.store.move_entries(ids, SetName.DEAD, now + jobs.DEAD_TTL_SECONDS * NS)
+            self.sets[kind] -= len(ids)
+            self.sets[SetName.DEAD] += len(ids)
+            return
+        if how == "discard":
+            self._release_locks([e.jid for e in entries])
+        self.store.delete_entries(ids)
+        self.sets[kind] -= len(ids)
+        if how != "discard":
+            for entry in entries:
+                self._requeue_entry(entry, now, refresh=how == "enqueue")
 
     def _matching(self, kind: SetName, flt: Filter | None) -> list[StoredJob]:
         if flt is None:

@@ -61,28 +61,16 @@ class Reader:
         return [Row(int(i), int(p), str(j), bytes(b)) for i, p, j, b in rows]
 
     def set_page(
-        self,
-        kind: SetName,
-        after: tuple[int, int] | None,
-        limit: int,
-        *,
-        newest_first: bool = False,
+        self, kind: SetName, after: tuple[int, int] | None, limit: int, text: str = ""
     ) -> list[Row]:
-        """Entries of a sorted set by score, after (score, id) ``after``."""
-        order = "DESC" if newest_first else "ASC"
-        cmp = "<" if newest_first else ">"
-        if after is None:
-            sql = (
-                f"SELECT id, score, jid, payload FROM sorted WHERE kind = ?"  # noqa: S608
-                f" ORDER BY score {order}, id {order} LIMIT ?"
-            )
-            rows = self._all(sql, (int(kind), limit))
-        else:
-            sql = (
-                f"SELECT id, score, jid, payload FROM sorted WHERE kind = ?"  # noqa: S608
-                f" AND (score, id) {cmp} (?, ?) ORDER BY score {order}, id {order} LIMIT ?"
-            )
-            rows = self._all(sql, (int(kind), after[0], after[1], limit))
+        """Entries of a sorted set by score, after (score, id) ``after``; with ``text``,
+        only entries whose JSON contains it (jobtype, jid, error, args, custom)."""
+        start = after if after is not None else (-(2**62), -(2**62))
+        rows = self._all(
+            "SELECT id, score, jid, payload FROM sorted WHERE kind = ? AND (score, id) > (?, ?)"
+            " AND (? = '' OR instr(payload, ?) > 0) ORDER BY score, id LIMIT ?",
+            (int(kind), start[0], start[1], text, text.encode(), limit),
+        )
         return [Row(int(i), int(s), str(j), bytes(b)) for i, s, j, b in rows]
 
     def set_entry(self, kind: SetName, key: int) -> Row | None:

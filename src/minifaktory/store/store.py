@@ -275,6 +275,17 @@ class Store:
             out += [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
         return out
 
+    def entries_by_id(self, kind: SetName, ids: Iterable[int]) -> list[StoredJob]:
+        """Entries of a set by row id (ids not in the set are skipped)."""
+        out: list[StoredJob] = []
+        for key in dict.fromkeys(ids):
+            rows = self._all(
+                "SELECT id, score, jid, payload FROM sorted WHERE id = ? AND kind = ?",
+                (key, int(kind)),
+            )
+            out += [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
+        return out
+
     def delete_entries(self, ids: Sequence[int]) -> None:
         """Delete set entries by row id."""
         self._cur.executemany("DELETE FROM sorted WHERE id = ?", [(i,) for i in ids])

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,7 +24,8 @@ from starlette.templating import Jinja2Templates
 from minifaktory.clock import NS, format_ns
 from minifaktory.commands import Services, current_state
 from minifaktory.config import FAKTORY_VERSION, Config
-from minifaktory.store.reader import Reader
+from minifaktory.store import SetName
+from minifaktory.store.reader import Reader, Row
 from minifaktory.webui.security import Guard
 
 HERE = Path(__file__).parent
@@ -100,6 +102,43 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
             {"key": key, "jid": jid, "expires_at": format_ns(expires)} for key, jid, expires in rows
         ])  # fmt: skip
 
+    async def set_list(request: Request) -> Response:
+        name = request.path_params["set"]
+        kind = _set_kind(name)
+        if request.method == "POST":
+            form = await request.form()
+            keys = [str(k) for k in form.getlist("key")]
+            await _set_action(web, kind, keys, str(form.get("action", "")))
+            return RedirectResponse(request.url_for("set_list", set=name), status_code=302)
+        rows, after = _set_rows(web, kind, request)
+        return page(request, "sets.html", set=name, title=SET_TITLES[name], rows=rows,
+                    next_after=after, q=request.query_params.get("q", ""))  # fmt: skip
+
+    async def set_job(request: Request) -> Response:
+        name = request.path_params["set"]
+        row = _set_entry(web, _set_kind(name), request.path_params["key"])
+        return page(request, "job.html", set=name, title=SET_TITLES[name], job=row)
+
+    async def set_list_api(request: Request) -> Response:
+        rows, after = _set_rows(web, _set_kind(request.path_params["set"]), request)
+        return JSONResponse({"jobs": rows, "next_after": after})
+
+    async def set_job_api(request: Request) -> Response:
+        kind = _set_kind(request.path_params["set"])
+        return JSONResponse(_set_entry(web, kind, request.path_params["key"]))
+
+    async def set_action_api(request: Request) -> Response:
+        kind = _set_kind(request.path_params["set"])
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "Expected a JSON body") from None
+        if not isinstance(body, dict):
+            raise HTTPException(400, "Expected a JSON object")
+        keys = ["all"] if body.get("all") is True else [str(k) for k in body.get("keys", [])]
+        moved = await _set_action(web, kind, keys, str(body.get("action", "")))
+        return JSONResponse({"action": body.get("action"), "count": moved})
+
     routes = [
         Route("/", dashboard, name="dashboard"),
         Route("/health", health, methods=["GET", "HEAD"]),
@@ -110,7 +149,13 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/api/queues", queues_api),
         Route("/api/queues/{name}/locks", locks_api),
         Route("/api/queues/{name}/{action}", queue_action_api, methods=["POST"]),
+        Route("/api/sets/{set}", set_list_api),
+        Route("/api/sets/{set}/actions", set_action_api, methods=["POST"]),
+        Route("/api/sets/{set}/{key}", set_job_api),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        # Last: /retries, /scheduled, /morgue and their job pages.
+        Route("/{set:str}", set_list, methods=["GET", "POST"], name="set_list"),
+        Route("/{set:str}/{key}", set_job, name="set_job"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error})
     return Guard(app, web_password(config))
@@ -168,6 +213,78 @@ def _queue_rows(web: Web) -> list[dict[str, Any]]:
         }
         for name in names
     ]
+
+
+SETS = {"retries": SetName.RETRIES, "scheduled": SetName.SCHEDULED, "morgue": SetName.DEAD,
+        "dead": SetName.DEAD}  # fmt: skip
+SET_TITLES = {"retries": "Retries", "scheduled": "Scheduled", "morgue": "Dead", "dead": "Dead"}
+SET_ACTIONS = ("retry", "add_to_queue", "delete", "kill")
+PAGE_SIZE = 25
+
+
+def _set_kind(name: str) -> SetName:
+    kind = SETS.get(name)
+    if kind is None:
+        raise HTTPException(404, f"No such page {name!r}")
+    return kind
+
+
+def _describe(row: Row) -> dict[str, Any]:
+    """A set entry as the pages show it (and the API returns it)."""
+    try:
+        job = msgspec.json.decode(row.payload)
+    except msgspec.DecodeError:
+        job = {}
+    failure = job.get("failure") or {}
+    return {
+        "key": str(row.key),
+        "jid": row.jid,
+        "at": format_ns(row.score),
+        "jobtype": job.get("jobtype", ""),
+        "queue": job.get("queue", ""),
+        "args": job.get("args", []),
+        "retry_count": failure.get("retry_count"),
+        "error": ": ".join(x for x in (failure.get("errtype"), failure.get("message")) if x),
+        "job": job,
+    }
+
+
+def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str, Any]], str]:
+    """One page of a set (keyset paging with ``after=<score>.<id>``) and the next cursor."""
+    raw = request.query_params.get("after", "")
+    after: tuple[int, int] | None = None
+    if raw:
+        try:
+            score, _, key = raw.partition(".")
+            after = (int(score), int(key))
+        except ValueError:
+            raise HTTPException(400, "Invalid parameter: after") from None
+    rows = web.reader.set_page(kind, after, PAGE_SIZE + 1, request.query_params.get("q", ""))
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    cursor = f"{rows[-1].score}.{rows[-1].key}" if more else ""
+    return [_describe(r) for r in rows], cursor
+
+
+def _set_entry(web: Web, kind: SetName, key: str) -> dict[str, Any]:
+    if not key.isdigit():
+        raise HTTPException(404, f"No such job {key!r}")
+    row = web.reader.set_entry(kind, int(key))
+    if row is None:
+        raise HTTPException(404, f"No such job {key!r} (it may have moved on)")
+    return _describe(row)
+
+
+async def _set_action(web: Web, kind: SetName, keys: list[str], action: str) -> int:
+    if action not in SET_ACTIONS:
+        raise HTTPException(400, f"Invalid action {action!r}: use {', '.join(SET_ACTIONS)}")
+    if keys == ["all"]:
+        count: int = await web.broker.act_on_set(kind, None, action)
+        return count
+    if not keys or not all(k.isdigit() for k in keys):
+        raise HTTPException(400, "Choose one or more jobs")
+    count = await web.broker.act_on_set(kind, [int(k) for k in keys], action)
+    return count
 
 
 async def _queue_action(web: Web, name: str, action: str) -> None:
