@@ -195,3 +195,37 @@ def test_set_pages_bad_input(web: tuple[RunningServer, httpx.Client]) -> None:
     assert http.get("/scheduled").status_code == 200
     assert http.get("/morgue").status_code == 200
     assert srv.info()["faktory"]["sets"]["retries"] == 1
+
+
+def test_busy_page_and_worker_signals(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    worker = WireClient(srv.host, srv.port)
+    worker.hello(wid="w-busy", hostname="box", pid=42, labels=["py"], v=2)
+    worker.call("PUSH " + job())
+    worker.call("FETCH default")
+    page = http.get("/busy")
+    assert page.status_code == 200 and "box:42" in page.text and "Thing" in page.text
+    [info] = http.get("/api/workers").json()["workers"]
+    assert (info["wid"], info["busy"], info["state"], info["late"]) == (
+        "w-busy",
+        1,
+        "running",
+        False,
+    )
+    assert (
+        http.post("/busy", data={"wid": "w-busy", "signal": "quiet"}, headers=SAME).status_code
+        == 302
+    )
+    assert worker.call('BEAT {"wid":"w-busy"}') == b'$17\r\n{"state":"quiet"}\r\n'
+    assert http.post("/api/workers/all/terminate", headers=SAME).json() == {"ok": True}
+    assert worker.call('BEAT {"wid":"w-busy"}') == b'$21\r\n{"state":"terminate"}\r\n'
+    assert (
+        http.post("/busy", data={"wid": "w-busy", "signal": "x"}, headers=SAME).status_code == 400
+    )
+    assert http.post("/api/workers/nobody/quiet", headers=SAME).status_code == 404
+    cross = {"Sec-Fetch-Site": "cross-site"}
+    assert (
+        http.post("/busy", data={"wid": "w-busy", "signal": "quiet"}, headers=cross).status_code
+        == 403
+    )
+    worker.close()

@@ -139,11 +139,28 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         moved = await _set_action(web, kind, keys, str(body.get("action", "")))
         return JSONResponse({"action": body.get("action"), "count": moved})
 
+    async def busy(request: Request) -> Response:
+        if request.method == "POST":
+            form = await request.form()
+            _signal(web, str(form.get("wid", "")), str(form.get("signal", "")))
+            return RedirectResponse(request.url_for("busy"), status_code=302)
+        return page(request, "busy.html", workers=_workers(web), jobs=_in_flight(web))
+
+    async def workers_api(request: Request) -> Response:
+        return JSONResponse({"workers": _workers(web), "jobs": _in_flight(web)})
+
+    async def signal_api(request: Request) -> Response:
+        _signal(web, request.path_params["wid"], request.path_params["signal"])
+        return JSONResponse({"ok": True})
+
     routes = [
         Route("/", dashboard, name="dashboard"),
         Route("/health", health, methods=["GET", "HEAD"]),
         Route("/stats", stats),
         Route("/queues", queues, methods=["GET", "POST"], name="queues"),
+        Route("/busy", busy, methods=["GET", "POST"], name="busy"),
+        Route("/api/workers", workers_api),
+        Route("/api/workers/{wid}/{signal}", signal_api, methods=["POST"]),
         Route("/api/info", stats),
         Route("/api/history", history_api),
         Route("/api/queues", queues_api),
@@ -285,6 +302,53 @@ async def _set_action(web: Web, kind: SetName, keys: list[str], action: str) -> 
         raise HTTPException(400, "Choose one or more jobs")
     count = await web.broker.act_on_set(kind, [int(k) for k in keys], action)
     return count
+
+
+#: A worker that has not beaten for this long is shown as late (Faktory reaps at 60 s).
+LATE_BEAT_NS = 30 * NS
+
+
+def _workers(web: Web) -> list[dict[str, Any]]:
+    now = web.services.clock.now_ns()
+    busy: dict[str, int] = {}
+    for reservation in web.broker.working.values():
+        busy[reservation.wid] = busy.get(reservation.wid, 0) + 1
+    return [
+        {
+            "wid": w.wid, "hostname": w.hostname, "pid": w.pid, "labels": w.labels,
+            "state": w.state.wire, "started_at": format_ns(w.started_at),
+            "last_beat": format_ns(w.last_beat), "late": now - w.last_beat > LATE_BEAT_NS,
+            "rss_kb": w.rss_kb, "connections": len(w.connections), "busy": busy.get(w.wid, 0),
+        }
+        for w in sorted(web.services.registry.workers.values(), key=lambda w: w.wid)
+    ]  # fmt: skip
+
+
+def _in_flight(web: Web) -> list[dict[str, Any]]:
+    now = web.services.clock.now_ns()
+    out = []
+    for jid, queue, wid, reserved_at, expires_at, payload in web.reader.working(500):
+        try:
+            job = msgspec.json.decode(payload)
+        except msgspec.DecodeError:
+            job = {}
+        out.append({
+            "jid": jid, "queue": queue, "wid": wid, "jobtype": job.get("jobtype", ""),
+            "args": job.get("args", []), "started": format_ns(reserved_at),
+            "running_s": round(max(now - reserved_at, 0) / NS, 1),
+            "expires_at": format_ns(expires_at),
+        })  # fmt: skip
+    return out
+
+
+def _signal(web: Web, wid: str, signal: str) -> None:
+    """Quiet or terminate one worker (``wid``) or all (``all``); delivered by its next BEAT."""
+    if signal not in ("quiet", "terminate"):
+        raise HTTPException(400, f"Invalid signal: {signal}")
+    registry = web.services.registry
+    if wid != "all" and wid not in registry.workers:
+        raise HTTPException(404, f"No such worker {wid!r}")
+    registry.signal(None if wid == "all" else wid, signal)
 
 
 async def _queue_action(web: Web, name: str, action: str) -> None:
