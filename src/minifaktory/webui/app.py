@@ -53,6 +53,8 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
     templates.env.globals.update(version=FAKTORY_VERSION, environment=config.environment,
                                  binding=config.binding)  # fmt: skip
     templates.env.filters["thousands"] = lambda n: f"{n:,}"
+    # "2026-07-01T10:00:00.123Z" → "2026-07-01 10:00:00" (UTC, as the footer says).
+    templates.env.filters["when"] = lambda ts: str(ts)[:19].replace("T", " ")
 
     def page(request: Request, name: str, **context: Any) -> Response:
         state = current_state(web.services)
