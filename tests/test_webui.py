@@ -229,3 +229,30 @@ def test_busy_page_and_worker_signals(web: tuple[RunningServer, httpx.Client]) -
         == 403
     )
     worker.close()
+
+
+def test_queue_page_lists_in_fetch_order_and_deletes(
+    web: tuple[RunningServer, httpx.Client],
+) -> None:
+    srv, http = web
+    bodies = [job(jid=f"queued-{i:04d}", args=[i]) for i in range(30)]
+    bodies.append(job(jid="urgent-0001", priority=9, custom={"unique_for": 60}))
+    push(srv, *bodies)
+    first = http.get("/api/queues/default/jobs").json()
+    assert first["jobs"][0]["jid"] == "urgent-0001" and first["jobs"][1]["jid"] == "queued-0000"
+    second = http.get("/api/queues/default/jobs", params={"after": first["next_after"]}).json()
+    assert [j["jid"] for j in second["jobs"]][-1] == "queued-0029"
+    assert len(first["jobs"]) + len(second["jobs"]) == 31
+    page = http.get("/queues/default")
+    assert page.status_code == 200 and "urgent-0001" in page.text
+    keys = {"key": [first["jobs"][0]["key"], first["jobs"][1]["key"]]}
+    assert http.post("/queues/default", data=keys, headers=SAME).status_code == 302
+    state = srv.info()["faktory"]
+    assert state["queues"] == {"default": 29} and state["unique_locks"] == {}
+    body = {"keys": [second["jobs"][-1]["key"], 999999]}
+    deleted = http.post("/api/queues/default/jobs/delete", json=body, headers=SAME)
+    assert deleted.json() == {"count": 1}
+    assert http.get("/queues/nowhere").headers["location"].endswith("/queues")  # as Faktory
+    assert http.get("/api/queues/nowhere/jobs").status_code == 404
+    assert http.get("/api/queues/default/jobs", params={"after": "x"}).status_code == 400
+    assert http.post("/queues/default", data={}, headers=SAME).status_code == 400

@@ -100,6 +100,17 @@ class Maintenance(BrokerState):
                 self.store.remove_queue(name)
         await done
 
+    async def delete_queued(self, queue: str, ids: list[int]) -> int:
+        """Delete chosen jobs from a queue (Web UI), releasing their uniqueness locks."""
+        with self._change() as done:
+            jids = self.store.delete_queued(queue, ids)
+            state = self.queues.get(queue)
+            if state is not None:
+                state.size -= len(jids)
+            self._release_locks(jids)
+        await done
+        return len(jids)
+
     async def purge_expired(self, now: int) -> int:
         """Remove expired jobs from queues, expired uniqueness locks, old tracking records
         and abandoned batches."""

@@ -217,6 +217,17 @@ class Store:
         )
         return None if row is None else (str(row[0]), bytes(row[1]), row[2])
 
+    def delete_queued(self, queue: str, ids: Sequence[int]) -> list[str]:
+        """Delete jobs of ``queue`` by row id; the jids of those deleted."""
+        deleted: list[str] = []
+        for key in dict.fromkeys(ids):
+            row = self._one(
+                "DELETE FROM queued WHERE id = ? AND queue = ? RETURNING jid", (key, queue)
+            )
+            if row is not None:
+                deleted.append(str(row[0]))
+        return deleted
+
     def purge_expired(self, now: int) -> list[str]:
         """Delete queued jobs whose expiry has passed; the queue of each one deleted."""
         return [

@@ -89,6 +89,37 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
             return RedirectResponse(request.url_for("queues"), status_code=302)
         return page(request, "queues.html", queues=_queue_rows(web))
 
+    async def queue_page(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in web.broker.queues:
+            return RedirectResponse(request.url_for("queues"), status_code=302)
+        if request.method == "POST":
+            form = await request.form()
+            keys = [str(k) for k in form.getlist("key")]
+            if not keys or not all(k.isdigit() for k in keys):
+                raise HTTPException(400, "Choose one or more jobs")
+            await web.broker.delete_queued(name, [int(k) for k in keys])
+            return RedirectResponse(request.url_for("queue_page", name=name), status_code=302)
+        rows, after = _queue_jobs(web, name, request)
+        return page(request, "queue.html", queue=name, rows=rows, next_after=after,
+                    paused=web.broker.queues[name].paused)  # fmt: skip
+
+    async def queue_jobs_api(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in web.broker.queues:
+            raise HTTPException(404, f"No such queue {name!r}")
+        rows, after = _queue_jobs(web, name, request)
+        return JSONResponse({"jobs": rows, "next_after": after})
+
+    async def queue_delete_api(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            body = await request.json()
+            keys = [int(k) for k in body["keys"]]
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(400, 'Expected {"keys": [row ids]}') from None
+        return JSONResponse({"count": await web.broker.delete_queued(name, keys)})
+
     async def queues_api(request: Request) -> Response:
         return JSONResponse(_queue_rows(web))
 
@@ -160,6 +191,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/health", health, methods=["GET", "HEAD"]),
         Route("/stats", stats),
         Route("/queues", queues, methods=["GET", "POST"], name="queues"),
+        Route("/queues/{name}", queue_page, methods=["GET", "POST"], name="queue_page"),
         Route("/busy", busy, methods=["GET", "POST"], name="busy"),
         Route("/api/workers", workers_api),
         Route("/api/workers/{wid}/{signal}", signal_api, methods=["POST"]),
@@ -167,6 +199,8 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/api/history", history_api),
         Route("/api/queues", queues_api),
         Route("/api/queues/{name}/locks", locks_api),
+        Route("/api/queues/{name}/jobs", queue_jobs_api),
+        Route("/api/queues/{name}/jobs/delete", queue_delete_api, methods=["POST"]),
         Route("/api/queues/{name}/{action}", queue_action_api, methods=["POST"]),
         Route("/api/sets/{set}", set_list_api),
         Route("/api/sets/{set}/actions", set_action_api, methods=["POST"]),
@@ -239,6 +273,23 @@ SETS = {"retries": SetName.RETRIES, "scheduled": SetName.SCHEDULED, "morgue": Se
 SET_TITLES = {"retries": "Retries", "scheduled": "Scheduled", "morgue": "Dead", "dead": "Dead"}
 SET_ACTIONS = ("retry", "add_to_queue", "delete", "kill")
 PAGE_SIZE = 25
+
+
+def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, Any]], str]:
+    """One page of a queue in fetch order (keyset paging with ``after=<row id>``)."""
+    raw = request.query_params.get("after", "")
+    if raw and not raw.isdigit():
+        raise HTTPException(400, "Invalid parameter: after")
+    rows = web.reader.queue_page(queue, int(raw) if raw else None, PAGE_SIZE + 1)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    out = []
+    for row in rows:
+        described = _describe(row)
+        described.pop("at")
+        described["priority"] = row.score
+        out.append(described)
+    return out, (str(rows[-1].key) if more else "")
 
 
 def _set_kind(name: str) -> SetName:
