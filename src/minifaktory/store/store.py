@@ -263,7 +263,7 @@ class Store:
             " ORDER BY score, id LIMIT ?) RETURNING id, score, jid, payload",
             (int(kind), now, limit),
         )
-        jobs = [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
+        jobs = _stored(rows)
         jobs.sort(key=lambda job: (job.score, job.id))
         return jobs
 
@@ -273,28 +273,23 @@ class Store:
             "SELECT id, score, jid, payload FROM sorted WHERE kind = ? ORDER BY score, id",
             (int(kind),),
         )
-        return [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
+        return _stored(rows)
 
     def entries_by_jid(self, kind: SetName, jids: Iterable[str]) -> list[StoredJob]:
         """Entries of a set whose jid is one of ``jids``."""
-        out: list[StoredJob] = []
-        for jid in dict.fromkeys(jids):
-            rows = self._all(
-                "SELECT id, score, jid, payload FROM sorted WHERE jid = ? AND kind = ?",
-                (jid, int(kind)),
-            )
-            out += [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
-        return out
+        return self._entries_where("jid = ?", kind, jids)
 
     def entries_by_id(self, kind: SetName, ids: Iterable[int]) -> list[StoredJob]:
         """Entries of a set by row id (ids not in the set are skipped)."""
+        return self._entries_where("id = ?", kind, ids)
+
+    def _entries_where(
+        self, condition: str, kind: SetName, values: Iterable[str] | Iterable[int]
+    ) -> list[StoredJob]:
+        sql = f"SELECT id, score, jid, payload FROM sorted WHERE kind = ? AND {condition}"  # noqa: S608
         out: list[StoredJob] = []
-        for key in dict.fromkeys(ids):
-            rows = self._all(
-                "SELECT id, score, jid, payload FROM sorted WHERE id = ? AND kind = ?",
-                (key, int(kind)),
-            )
-            out += [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
+        for value in dict.fromkeys(values):
+            out += _stored(self._all(sql, (int(kind), value)))
         return out
 
     def delete_entries(self, ids: Sequence[int]) -> None:
@@ -523,3 +518,7 @@ class Store:
         )  # fmt: skip
         for table in tables:
             self._cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+
+
+def _stored(rows: list[tuple[Any, ...]]) -> list[StoredJob]:
+    return [StoredJob(int(i), int(s), str(j), bytes(p)) for i, s, j, p in rows]
