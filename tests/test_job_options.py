@@ -356,3 +356,19 @@ def test_reserve_until_survives_restart(tmp_path: Path) -> None:
         assert c.json("INFO")["faktory"]["sets"]["working"] == 1
         assert track(c, "long-job-01")["desc"] == "x"
         c.close()
+
+
+def test_far_future_times_are_clamped_not_fatal(client: WireClient, connect: Connect) -> None:
+    """Times past 2262 (64-bit ns) and huge spans must not break the shared commit."""
+    other = connect()
+    other.call("HELLO {}")
+    other.send("PUSH " + job(jid="innocent-01"))  # shares a group commit with the next pushes
+    assert client.call("PUSH " + job(jid="far-future-1", at="2999-01-01T00:00:00Z")) == b"+OK\r\n"
+    assert other.reply() == b"+OK\r\n"
+    big = {"unique_for": 1e300, "expires_in": 1e300}
+    assert client.call("PUSH " + job(jid="huge-spans-1", custom=big)) == b"+OK\r\n"
+    early = job(jid="ancient-job-1", at="0001-01-01T00:00:00Z")
+    assert client.call("PUSH " + early) == b"+OK\r\n"
+    state = client.json("INFO")["faktory"]
+    assert state["sets"]["scheduled"] == 1
+    assert state["queues"] == {"default": 3}

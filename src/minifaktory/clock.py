@@ -15,6 +15,10 @@ import time
 from typing import Protocol
 
 NS = 1_000_000_000
+#: Times are stored as 64-bit nanoseconds (years 1677 to 2262); later or earlier
+#: times, which Faktory's RFC3339 allows, are clamped to the ends of that range.
+MAX_NS = 2**63 - 1
+MIN_NS = -(2**63)
 
 _RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
@@ -88,7 +92,12 @@ def parse_ns(text: str) -> int:
         if m.group(9) == "-":
             offset = -offset
     seconds = int(base.timestamp()) - offset
-    return seconds * NS + nanos
+    return clamp_ns(seconds * NS + nanos)
+
+
+def clamp_ns(ns: int) -> int:
+    """``ns`` limited to what a 64-bit integer (and SQLite) can hold."""
+    return min(max(ns, MIN_NS), MAX_NS)
 
 
 def utc_date(ns: int) -> str:

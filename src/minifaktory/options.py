@@ -17,13 +17,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from minifaktory.clock import NS, format_ns, parse_ns
+from minifaktory.clock import NS, clamp_ns, format_ns, parse_ns
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Job, encode
 
 DEFAULT_PRIORITY = 5
 MIN_PRIORITY = 1
 MAX_PRIORITY = 9
+#: Longer spans (a century) are treated as "forever" rather than overflowing.
+MAX_SECONDS = 100 * 365 * 86_400
 UNTIL_SUCCESS = "success"
 UNTIL_START = "start"
 
@@ -84,7 +86,7 @@ def _seconds(value: Any, field: str, *, durations: bool = False) -> float:
         raise CommandError(f"invalid custom.{field}: expected a number of seconds, got {value!r}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise CommandError(f"invalid custom.{field}: must be greater than 0, got {value!r}")
-    return seconds
+    return min(seconds, MAX_SECONDS)
 
 
 def unique_key(job: Job) -> str:
@@ -110,7 +112,7 @@ def parse_options(job: Job, now_ns: int, scheduled_for: int | None) -> Options:
                 f'invalid custom.unique_until: {until!r}, expected "success" or "start"'
             )
         start = max(scheduled_for or now_ns, now_ns)
-        ttl = start - now_ns + int(seconds * NS)
+        ttl = clamp_ns(start + int(seconds * NS)) - now_ns
         unique = Unique(unique_key(job), ttl, until == UNTIL_START)
     expires_at: int | None = None
     has_at = custom.get("expires_at") not in (None, "")
@@ -119,7 +121,7 @@ def parse_options(job: Job, now_ns: int, scheduled_for: int | None) -> Options:
         raise CommandError("custom.expires_at and custom.expires_in cannot both be set")
     if has_in:
         seconds = _seconds(custom["expires_in"], "expires_in", durations=True)
-        expires_at = now_ns + int(seconds * NS)
+        expires_at = clamp_ns(now_ns + int(seconds * NS))
         assert job.custom is not None
         del job.custom["expires_in"]
         job.custom["expires_at"] = format_ns(expires_at)

@@ -224,8 +224,14 @@ class BrokerState:
 
     def _push(self, job: Job, now: int, created: str = "") -> None:
         """Faktory's rules, then the job options; every check before any write."""
-        at = jobs.prepare_push(job, now, created)
-        opts = options.parse_options(job, now, at)
+        try:
+            at = jobs.prepare_push(job, now, created)
+            opts = options.parse_options(job, now, at)
+        except CommandError:
+            raise
+        except Exception as exc:  # a rule that trips over odd input must not poison the group
+            log.exception("job %s: unexpected validation failure", job.jid)
+            raise CommandError(f"invalid job: {exc}") from None
         bid = batches.member_of(job)
         unique = opts.unique
         if unique is not None and self.store.lock_holder(job.queue, unique.key, now) is not None:
