@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 
@@ -256,3 +257,54 @@ def test_queue_page_lists_in_fetch_order_and_deletes(
     assert http.get("/api/queues/nowhere/jobs").status_code == 404
     assert http.get("/api/queues/default/jobs", params={"after": "x"}).status_code == 400
     assert http.post("/queues/default", data={}, headers=SAME).status_code == 400
+
+
+def test_edit_a_queued_job_in_place(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    push(srv, job(jid="first-job-01"), job(jid="editable-01", args=[1]), job(jid="last-job-01"))
+    [_, target, _] = http.get("/api/queues/default/jobs").json()["jobs"]
+    form_page = http.get(f"/queues/default/{target['key']}/edit")
+    assert form_page.status_code == 200 and "editable-01" in form_page.text
+    form = {"args": '[2, {"b": 1}]', "custom": '{"tag": "x"}', "queue": "default", "at": "",
+            "priority": ""}  # fmt: skip
+    done = http.post(f"/queues/default/{target['key']}/edit", data=form, headers=SAME)
+    assert done.status_code == 302
+    c = WireClient(srv.host, srv.port)
+    c.call("HELLO {}")
+    order = [json.loads(c.call("FETCH default").split(b"\r\n")[1]) for _ in range(3)]
+    assert [j["jid"] for j in order] == ["first-job-01", "editable-01", "last-job-01"]
+    assert order[1]["args"] == [2, {"b": 1}] and order[1]["custom"] == {"tag": "x"}
+    c.close()
+
+
+def test_edit_validates_like_push(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    push(srv, job(jid="editable-01"))
+    [target] = http.get("/api/queues/default/jobs").json()["jobs"]
+    url = f"/api/queues/default/jobs/{target['key']}"
+    bad = [
+        ({"args": None}, "jobs must have an args parameter"),
+        ({"args": [], "queue": "no good"}, "queue names must match"),
+        ({"args": [], "priority": 12}, "priority from 1 to 9"),
+        ({"args": [], "at": "soon"}, "invalid timestamp for 'at'"),
+        ({"args": [], "custom": {"unique_for": "x"}}, "invalid custom.unique_for"),
+        ({"args": [], "custom": {"bid": "b-1"}}, "custom.bid cannot be edited"),
+        ({"args": [], "jid": "x"}, "only args, custom, queue, at, priority can be edited"),
+        ({"args": "nope"}, "invalid edit"),
+    ]
+    for body, message in bad:
+        reply = http.post(url, json=body, headers=SAME)
+        assert reply.status_code == 400, body
+        assert message in reply.json()["error"], (body, reply.json())
+    form = {"args": "[1", "custom": "", "queue": "", "at": "", "priority": ""}
+    page = http.post(f"/queues/default/{target['key']}/edit", data=form, headers=SAME)
+    assert page.status_code == 400 and "args is not valid JSON" in page.text
+    assert http.get("/queues/default/999999/edit").status_code == 404
+    moved = http.post(url, json={"args": [5], "queue": "other", "priority": 7}, headers=SAME)
+    assert moved.json()["queue"] == "other" and moved.json()["priority"] == 7
+    assert srv.info()["faktory"]["queues"] == {"default": 0, "other": 1}
+    later = http.post(f"/api/queues/other/jobs/{target['key']}",
+                      json={"args": [5], "at": "2999-01-01T00:00:00Z"}, headers=SAME)  # fmt: skip
+    assert later.status_code == 200
+    state = srv.info()["faktory"]
+    assert (state["queues"]["other"], state["sets"]["scheduled"]) == (0, 1)

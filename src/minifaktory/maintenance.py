@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import msgspec
 
-from minifaktory import jobs
+from minifaktory import jobs, options
 from minifaktory.batches import BatchBook
 from minifaktory.clock import NS, parse_ns
 from minifaktory.errors import CommandError
-from minifaktory.payloads import Filter, job_decoder
-from minifaktory.state import BrokerState
+from minifaktory.payloads import Filter, Job, encode, job_decoder
+from minifaktory.state import BrokerState, QueueState
 from minifaktory.store import SetName, StoredJob
 
 #: Scanners move at most this many entries per query, looping while batches are full.
@@ -110,6 +110,57 @@ class Maintenance(BrokerState):
             self._release_locks(jids)
         await done
         return len(jids)
+
+    async def edit_queued(self, queue: str, key: int, changes: Job) -> bytes:
+        """Edit a waiting job in place (Web UI) by the same rules as PUSH; its new payload.
+
+        ``args``, ``custom``, ``queue``, ``at`` and ``priority`` come from ``changes``.
+        The job keeps its jid and its place in line; a future ``at`` moves it to the
+        scheduled set; its uniqueness lock follows the new identity.
+        """
+        payload = self.store.queued(queue, key)
+        if payload is None:
+            raise CommandError(f"no job {key} in queue {queue!r} (it may have been fetched)")
+        job = job_decoder.decode(payload)
+        if (changes.custom or {}).get("bid") != (job.custom or {}).get("bid"):
+            raise CommandError("custom.bid cannot be edited: the job would change batches")
+        job.args, job.custom, job.at, job.priority = (
+            changes.args,
+            changes.custom,
+            changes.at,
+            changes.priority,
+        )
+        job.queue = changes.queue or job.queue
+        now = self.clock.now_ns()
+        at = jobs.prepare_push(job, now)
+        opts = options.parse_options(job, now, at)
+        unique = opts.unique
+        if unique is not None:
+            holder = self.store.lock_holder(job.queue, unique.key, now)
+            if holder is not None and holder != job.jid:
+                raise CommandError("Job not unique", "NOTUNIQUE")
+        with self._change() as done:
+            self._release_locks([job.jid])
+            if unique is not None and self.store.take_lock(
+                job.queue, unique.key, job.jid, now + unique.ttl_ns
+            ):
+                self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
+            new = encode(job)
+            if at is not None:
+                self.store.delete_queued(queue, [key])
+                self.queues[queue].size -= 1
+                self._add_to_set(SetName.SCHEDULED, at, job.jid, new)
+            else:
+                self.store.replace_queued(key, job.queue, opts.priority, new, opts.expires_at)
+                if job.queue != queue:
+                    self.queues[queue].size -= 1
+                    if job.queue not in self.queues:
+                        self.store.register_queue(job.queue)
+                        self.queues[job.queue] = QueueState()
+                    self.queues[job.queue].size += 1
+                    self.notifier.notify(job.queue)
+        await done
+        return new
 
     async def purge_expired(self, now: int) -> int:
         """Remove expired jobs from queues, expired uniqueness locks, old tracking records

@@ -217,6 +217,20 @@ class Store:
         )
         return None if row is None else (str(row[0]), bytes(row[1]), row[2])
 
+    def queued(self, queue: str, key: int) -> bytes | None:
+        """The payload of a job waiting in ``queue``, by row id."""
+        row = self._one("SELECT payload FROM queued WHERE id = ? AND queue = ?", (key, queue))
+        return None if row is None else bytes(row[0])
+
+    def replace_queued(
+        self, key: int, queue: str, priority: int, payload: bytes, expires_at: int | None
+    ) -> None:
+        """Rewrite a waiting job in place: it keeps its row id, so its place in line."""
+        self._cur.execute(
+            "UPDATE queued SET queue = ?, priority = ?, payload = ?, expires_at = ? WHERE id = ?",
+            (queue, priority, payload, expires_at, key),
+        )
+
     def delete_queued(self, queue: str, ids: Sequence[int]) -> list[str]:
         """Delete jobs of ``queue`` by row id; the jids of those deleted."""
         deleted: list[str] = []

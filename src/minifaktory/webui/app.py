@@ -8,6 +8,7 @@ the broker's in-memory counters and job lists from a read-only connection.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from starlette.templating import Jinja2Templates
 from minifaktory.clock import NS, format_ns
 from minifaktory.commands import Services, current_state
 from minifaktory.config import FAKTORY_VERSION, Config
+from minifaktory.errors import CommandError
+from minifaktory.payloads import Job
 from minifaktory.store import SetName
 from minifaktory.store.reader import Reader, Row
 from minifaktory.webui.security import Guard
@@ -56,11 +59,12 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
     # "2026-07-01T10:00:00.123Z" → "2026-07-01 10:00:00" (UTC, as the footer says).
     templates.env.filters["when"] = lambda ts: str(ts)[:19].replace("T", " ")
 
-    def page(request: Request, name: str, **context: Any) -> Response:
+    def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
         state = current_state(web.services)
         return templates.TemplateResponse(
-            request, name, {"state": state, "faktory": state["faktory"], **context}
-        )
+            request, name, {"state": state, "faktory": state["faktory"], **context},
+            status_code=status_code,
+        )  # fmt: skip
 
     async def health(request: Request) -> Response:
         state = current_state(web.services)
@@ -119,6 +123,37 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         except (ValueError, KeyError, TypeError):
             raise HTTPException(400, 'Expected {"keys": [row ids]}') from None
         return JSONResponse({"count": await web.broker.delete_queued(name, keys)})
+
+    async def edit_job(request: Request) -> Response:
+        name, key = request.path_params["name"], request.path_params["key"]
+        current = _queued_entry(web, name, key)
+        if request.method == "GET":
+            return page(request, "edit.html", queue=name, job=current, form=_edit_form(current),
+                        error="")  # fmt: skip
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        try:
+            changes = _changes_from_form(form)
+            await web.broker.edit_queued(name, int(key), changes)
+        except CommandError as exc:
+            return page(request, "edit.html", queue=name, job=current, form=form,
+                        error=exc.message, status_code=400)  # fmt: skip
+        return RedirectResponse(request.url_for("queue_page", name=name), status_code=302)
+
+    async def edit_job_api(request: Request) -> Response:
+        name, key = request.path_params["name"], request.path_params["key"]
+        _queued_entry(web, name, key)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(400, "Expected a JSON body") from None
+        if not isinstance(body, dict):
+            raise HTTPException(400, "Expected a JSON object")
+        try:
+            changes = _changes(body)
+            new = await web.broker.edit_queued(name, int(key), changes)
+        except CommandError as exc:
+            raise HTTPException(400, exc.message) from None
+        return JSONResponse(msgspec.json.decode(new))
 
     async def queues_api(request: Request) -> Response:
         return JSONResponse(_queue_rows(web))
@@ -192,6 +227,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/stats", stats),
         Route("/queues", queues, methods=["GET", "POST"], name="queues"),
         Route("/queues/{name}", queue_page, methods=["GET", "POST"], name="queue_page"),
+        Route("/queues/{name}/{key}/edit", edit_job, methods=["GET", "POST"], name="edit_job"),
         Route("/busy", busy, methods=["GET", "POST"], name="busy"),
         Route("/api/workers", workers_api),
         Route("/api/workers/{wid}/{signal}", signal_api, methods=["POST"]),
@@ -201,6 +237,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/api/queues/{name}/locks", locks_api),
         Route("/api/queues/{name}/jobs", queue_jobs_api),
         Route("/api/queues/{name}/jobs/delete", queue_delete_api, methods=["POST"]),
+        Route("/api/queues/{name}/jobs/{key}", edit_job_api, methods=["POST"]),
         Route("/api/queues/{name}/{action}", queue_action_api, methods=["POST"]),
         Route("/api/sets/{set}", set_list_api),
         Route("/api/sets/{set}/actions", set_action_api, methods=["POST"]),
@@ -290,6 +327,58 @@ def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, 
         described["priority"] = row.score
         out.append(described)
     return out, (str(rows[-1].key) if more else "")
+
+
+EDITABLE = ("args", "custom", "queue", "at", "priority")
+
+
+def _queued_entry(web: Web, queue: str, key: str) -> dict[str, Any]:
+    found = web.reader.queued_job(int(key)) if key.isdigit() else None
+    if found is None or found[0] != queue:
+        raise HTTPException(404, f"No job {key!r} in queue {queue!r} (it may have been fetched)")
+    return _describe(found[1])
+
+
+def _edit_form(entry: dict[str, Any]) -> dict[str, str]:
+    job = entry["job"]
+    return {
+        "args": json.dumps(job.get("args", [])),
+        "custom": json.dumps(job["custom"]) if job.get("custom") else "",
+        "queue": job.get("queue", ""),
+        "at": job.get("at", ""),
+        "priority": str(job.get("priority", "")),
+    }
+
+
+def _changes_from_form(form: dict[str, str]) -> Job:
+    def parsed(field: str) -> Any:
+        text = form.get(field, "").strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise CommandError(f"{field} is not valid JSON: {exc}") from None
+
+    priority = form.get("priority", "").strip()
+    if priority and not priority.isdigit():
+        raise CommandError("priority must be a whole number from 1 to 9")
+    return _changes({"args": parsed("args"), "custom": parsed("custom"),
+                     "queue": form.get("queue", ""), "at": form.get("at", ""),
+                     "priority": int(priority) if priority else 0})  # fmt: skip
+
+
+def _changes(body: dict[str, Any]) -> Job:
+    """The editable fields, typed and checked like a PUSH payload."""
+    unknown = set(body) - set(EDITABLE)
+    if unknown:
+        raise CommandError(
+            f"only {', '.join(EDITABLE)} can be edited, not {', '.join(sorted(unknown))}"
+        )
+    try:
+        return msgspec.convert({k: v for k, v in body.items() if v is not None}, Job)
+    except msgspec.ValidationError as exc:
+        raise CommandError(f"invalid edit: {exc}") from None
 
 
 def _set_kind(name: str) -> SetName:
