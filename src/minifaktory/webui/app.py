@@ -17,7 +17,8 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSON
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -26,12 +27,21 @@ from minifaktory.clock import NS, format_ns
 from minifaktory.commands import Services, current_state
 from minifaktory.config import FAKTORY_VERSION, Config
 from minifaktory.errors import CommandError
-from minifaktory.payloads import Job
+from minifaktory.payloads import Job, encode_in_order
 from minifaktory.store import SetName
 from minifaktory.store.reader import Reader, Row
 from minifaktory.webui.security import Guard
 
 HERE = Path(__file__).parent
+
+
+class JSONResponse(_StarletteJSON):
+    """JSON through msgspec, which also writes INFO's Go-formatted numbers (``Raw``)."""
+
+    def render(self, content: Any) -> bytes:
+        return encode_in_order(content)
+
+
 HISTORY_RANGES = {7: "1 week", 30: "1 month", 90: "3 months", 180: "6 months"}
 QUEUE_ACTIONS = ("pause", "resume", "delete")
 
