@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NODE_DIR := tests/compat/node
 
-.PHONY: serve check install lint typecheck test bench clean
+.PHONY: serve check install chromium lint typecheck test bench clean
 
 ## Run the server on its defaults (127.0.0.1:7419, data under ~/.faktory/db).
 serve: $(VENV)/.installed
@@ -13,7 +13,11 @@ serve: $(VENV)/.installed
 ## Install everything, then lint, type-check and run the whole test suite.
 check: install lint typecheck test
 
-install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed
+install: $(VENV)/.installed $(NODE_DIR)/node_modules/.installed chromium
+
+## Debian's Chromium for the browser tests (a Playwright browser download does not work here).
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
