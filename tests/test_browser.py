@@ -68,12 +68,22 @@ def test_dashboard_and_pages_fit_a_phone(browser: Browser, site: tuple[RunningSe
     worker = client(srv, wid="worker-for-layout", hostname="host", pid=1, v=2)
     for width, name in [(375, "phone"), (1920, "desktop")]:
         page = browser.new_page(viewport={"width": width, "height": 900})
-        for path in ["/", "/queues", "/busy", "/retries", "/scheduled", "/morgue"]:
+        for path in [
+            "/",
+            "/queues",
+            "/busy",
+            "/retries",
+            "/scheduled",
+            "/morgue",
+            "/more",
+            "/debug",
+            "/queues/default",
+        ]:
             page.goto(base + path)
             assert page.locator("h1").count() == 1
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} is {overflow}px wider than a {width}px screen"
-            shot = path.strip("/") or "dashboard"
+            shot = path.strip("/").replace("/", "-") or "dashboard"
             page.screenshot(path=str(ARTIFACTS / f"{shot}-{name}.png"), full_page=True)
         page.close()
     c.close()

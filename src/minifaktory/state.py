@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,25 @@ from minifaktory.store import SetName, Store, StoredJob, WorkingRow
 from minifaktory.throttles import Slots, Throttle, slots_for
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Timing:
+    """Count, total and worst of a repeated operation, in seconds."""
+
+    count: int = 0
+    total: float = 0.0
+    worst: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.worst = max(self.worst, seconds)
+
+    def summary(self) -> dict[str, float]:
+        mean = self.total / self.count if self.count else 0.0
+        return {"count": self.count, "mean_ms": round(mean * 1000, 3),
+                "worst_ms": round(self.worst * 1000, 3)}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -101,6 +121,9 @@ class BrokerState:
         self._unsynced: list[asyncio.Future[None]] = []
         self._syncing = False
         self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="minifaktory-fsync")
+        #: Group commits and WAL fsyncs: how many, and how long they took (Debug page).
+        self.commit_stats = Timing()
+        self.sync_stats = Timing()
         self.load()
 
     def set_throttles(self, throttles: Iterable[Throttle]) -> None:
@@ -171,7 +194,9 @@ class BrokerState:
                 self.store.add_counts(totals, self._days)
                 self._days = {}
                 self._expired_delta = 0
+            started = time.perf_counter()
             self.store.commit()
+            self.commit_stats.add(time.perf_counter() - started)
         except Exception as exc:
             log.error("storage error, rolling back: %s", exc)
             self.store.rollback()
@@ -193,10 +218,12 @@ class BrokerState:
         """
         batch, self._unsynced = self._unsynced, []
         self._syncing = True
+        started = time.perf_counter()
         synced = self.loop.run_in_executor(self._sync_thread, self.store.sync)
 
         def done(result: asyncio.Future[None]) -> None:
             self._syncing = False
+            self.sync_stats.add(time.perf_counter() - started)
             exc = result.exception()
             if exc is None:
                 for fut in batch:

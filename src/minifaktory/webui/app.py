@@ -231,6 +231,18 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         _signal(web, request.path_params["wid"], request.path_params["signal"])
         return JSONResponse({"ok": True})
 
+    async def features(request: Request) -> Response:
+        return page(request, "features.html", **_features(web))
+
+    async def features_api(request: Request) -> Response:
+        return JSONResponse(_features(web))
+
+    async def debug(request: Request) -> Response:
+        return page(request, "debug.html", debug=_debug(web))
+
+    async def debug_api(request: Request) -> Response:
+        return JSONResponse(_debug(web))
+
     routes = [
         Route("/", dashboard, name="dashboard"),
         Route("/health", health, methods=["GET", "HEAD"]),
@@ -239,6 +251,10 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/queues/{name}", queue_page, methods=["GET", "POST"], name="queue_page"),
         Route("/queues/{name}/{key}/edit", edit_job, methods=["GET", "POST"], name="edit_job"),
         Route("/busy", busy, methods=["GET", "POST"], name="busy"),
+        Route("/more", features, name="features"),
+        Route("/debug", debug, name="debug"),
+        Route("/api/features", features_api),
+        Route("/api/debug", debug_api),
         Route("/api/workers", workers_api),
         Route("/api/workers/{wid}/{signal}", signal_api, methods=["POST"]),
         Route("/api/info", stats),
@@ -320,6 +336,41 @@ SETS = {"retries": SetName.RETRIES, "scheduled": SetName.SCHEDULED, "morgue": Se
 SET_TITLES = {"retries": "Retries", "scheduled": "Scheduled", "morgue": "Dead", "dead": "Dead"}
 SET_ACTIONS = ("retry", "add_to_queue", "delete", "kill")
 PAGE_SIZE = 25
+
+
+def _features(web: Web) -> dict[str, Any]:
+    """Cron entries, throttles, batch counts and uniqueness locks per queue."""
+    faktory = current_state(web.services)["faktory"]
+    return {key: faktory[key] for key in ("cron", "throttles", "batches", "unique_locks")}
+
+
+def _debug(web: Web) -> dict[str, Any]:
+    """Storage and runtime figures, and the configuration with its passwords masked."""
+    config = web.config
+    broker = web.broker
+    settings = {
+        "environment": config.environment, "binding": config.binding,
+        "web_binding": config.web_binding, "durability": config.durability,
+        "database": str(config.resolved_db_path()),
+        "password": "********" if config.password else "",
+        "unix_socket": str(config.unix_socket or ""),
+        "conf.d": _masked(config.toml),
+    }  # fmt: skip
+    return {
+        "files": web.reader.file_sizes(),
+        "group_commits": broker.commit_stats.summary(),
+        "wal_fsyncs": broker.sync_stats.summary(),
+        "config": settings,
+    }
+
+
+def _masked(value: Any) -> Any:
+    """``value`` with every ``password`` key hidden."""
+    if isinstance(value, dict):
+        return {k: "********" if k == "password" and v else _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, Any]], str]:
