@@ -24,7 +24,15 @@ LAYERS = {
     ],
     "store": ["store", "store.db", "store.schema", "store.store", "store.reader"],
     "domain": ["batches", "state", "maintenance", "broker", "notify", "workers", "loops"],
-    "adapters": ["commands", "server", "webui", "webui.app", "webui.security", "webui.server"],
+    "adapters": [
+        "commands",
+        "server",
+        "webui",
+        "webui.app",
+        "webui.security",
+        "webui.server",
+        "webui.openapi",
+    ],
     "app": ["app", "cli", "testing", "__init__", "__main__"],
 }
 ORDER = list(LAYERS)

@@ -30,6 +30,7 @@ from minifaktory.errors import CommandError
 from minifaktory.payloads import Job, encode_in_order
 from minifaktory.store import SetName
 from minifaktory.store.reader import Reader, Row
+from minifaktory.webui import openapi
 from minifaktory.webui.security import Guard
 
 HERE = Path(__file__).parent
@@ -243,6 +244,11 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
     async def debug_api(request: Request) -> Response:
         return JSONResponse(_debug(web))
 
+    spec = openapi.description()
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(spec)
+
     routes = [
         Route("/", dashboard, name="dashboard"),
         Route("/health", health, methods=["GET", "HEAD"]),
@@ -258,6 +264,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/api/workers", workers_api),
         Route("/api/workers/{wid}/{signal}", signal_api, methods=["POST"]),
         Route("/api/info", stats),
+        Route("/api/openapi.json", openapi_json),
         Route("/api/history", history_api),
         Route("/api/queues", queues_api),
         Route("/api/queues/{name}/locks", locks_api),
