@@ -170,9 +170,11 @@ class BrokerState:
             self._tx = loop.create_future()
             self._tx_poisoned = False
             loop.call_soon(self._commit)
+        # Shielded: a waiter cancelled (its client left) must not cancel the group.
+        waiter = asyncio.shield(self._tx)
+        waiter.add_done_callback(_retrieve)  # a caller that raised never awaits it
         try:
-            # Shielded: a waiter cancelled (its client left) must not cancel the group.
-            yield asyncio.shield(self._tx)
+            yield waiter
         except CommandError:
             raise
         except BaseException:
@@ -410,3 +412,8 @@ def _fail_all(futures: list[asyncio.Future[None]], exc: StoreError) -> None:
     for fut in futures:
         fut.set_exception(exc)
         fut.exception()  # retrieved here; each waiter re-raises it
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()

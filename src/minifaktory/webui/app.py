@@ -111,9 +111,9 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         if request.method == "POST":
             form = await request.form()
             keys = [str(k) for k in form.getlist("key")]
-            if not keys or not all(k.isdigit() for k in keys):
+            if not keys:
                 raise HTTPException(400, "Choose one or more jobs")
-            await web.broker.delete_queued(name, [int(k) for k in keys])
+            await web.broker.delete_queued(name, [_row_id(k) for k in keys])
             return RedirectResponse(request.url_for("queue_page", name=name), status_code=302)
         rows, after = _queue_jobs(web, name, request)
         return page(request, "queue.html", queue=name, rows=rows, next_after=after,
@@ -130,7 +130,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         name = request.path_params["name"]
         try:
             body = await request.json()
-            keys = [int(k) for k in body["keys"]]
+            keys = [_row_id(k) for k in body["keys"]]
         except (ValueError, KeyError, TypeError):
             raise HTTPException(400, 'Expected {"keys": [row ids]}') from None
         return JSONResponse({"count": await web.broker.delete_queued(name, keys)})
@@ -144,7 +144,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         form = {k: str(v) for k, v in (await request.form()).items()}
         try:
             changes = _changes_from_form(form)
-            await web.broker.edit_queued(name, int(key), changes)
+            await web.broker.edit_queued(name, _row_id(key), changes)
         except CommandError as exc:
             return page(request, "edit.html", queue=name, job=current, form=form,
                         error=exc.message, status_code=400)  # fmt: skip
@@ -161,7 +161,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
             raise HTTPException(400, "Expected a JSON object")
         try:
             changes = _changes(body)
-            new = await web.broker.edit_queued(name, int(key), changes)
+            new = await web.broker.edit_queued(name, _row_id(key), changes)
         except CommandError as exc:
             raise HTTPException(400, exc.message) from None
         return JSONResponse(msgspec.json.decode(new))
@@ -383,9 +383,8 @@ def _masked(value: Any) -> Any:
 def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, Any]], str]:
     """One page of a queue in fetch order (keyset paging with ``after=<row id>``)."""
     raw = request.query_params.get("after", "")
-    if raw and not raw.isdigit():
-        raise HTTPException(400, "Invalid parameter: after")
-    rows = web.reader.queue_page(queue, int(raw) if raw else None, PAGE_SIZE + 1)
+    after = _row_id(raw, "Invalid parameter: after") if raw else None
+    rows = web.reader.queue_page(queue, after, PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     out = []
@@ -400,8 +399,16 @@ def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, 
 EDITABLE = ("args", "custom", "queue", "at", "priority")
 
 
+def _row_id(value: object, problem: str = "Invalid job key", status: int = 400) -> int:
+    """A job key from a URL, form or JSON: a row id, which SQLite holds in 64 bits."""
+    text = str(value)
+    if not text.isdigit() or int(text) >= 2**63:
+        raise HTTPException(status, f"{problem}: {text[:40]!r}")
+    return int(text)
+
+
 def _queued_entry(web: Web, queue: str, key: str) -> dict[str, Any]:
-    found = web.reader.queued_job(int(key)) if key.isdigit() else None
+    found = web.reader.queued_job(_row_id(key, status=404)) if key.isdigit() else None
     if found is None or found[0] != queue:
         raise HTTPException(404, f"No job {key!r} in queue {queue!r} (it may have been fetched)")
     return _describe(found[1])
@@ -483,8 +490,8 @@ def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str,
     if raw:
         try:
             score, _, key = raw.partition(".")
-            after = (int(score), int(key))
-        except ValueError:
+            after = (int(score), _row_id(key))
+        except (ValueError, HTTPException):
             raise HTTPException(400, "Invalid parameter: after") from None
     rows = web.reader.set_page(kind, after, PAGE_SIZE + 1, request.query_params.get("q", ""))
     more = len(rows) > PAGE_SIZE
@@ -496,7 +503,7 @@ def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str,
 def _set_entry(web: Web, kind: SetName, key: str) -> dict[str, Any]:
     if not key.isdigit():
         raise HTTPException(404, f"No such job {key!r}")
-    row = web.reader.set_entry(kind, int(key))
+    row = web.reader.set_entry(kind, _row_id(key, status=404))
     if row is None:
         raise HTTPException(404, f"No such job {key!r} (it may have moved on)")
     return _describe(row)
@@ -508,9 +515,9 @@ async def _set_action(web: Web, kind: SetName, keys: list[str], action: str) -> 
     if keys == ["all"]:
         count: int = await web.broker.act_on_set(kind, None, action)
         return count
-    if not keys or not all(k.isdigit() for k in keys):
+    if not keys:
         raise HTTPException(400, "Choose one or more jobs")
-    count = await web.broker.act_on_set(kind, [int(k) for k in keys], action)
+    count = await web.broker.act_on_set(kind, [_row_id(k) for k in keys], action)
     return count
 
 

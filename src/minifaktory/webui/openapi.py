@@ -9,6 +9,7 @@ from minifaktory.config import FAKTORY_VERSION
 ERROR = {"$ref": "#/components/schemas/Error"}
 OBJECT: dict[str, Any] = {"type": "object"}
 KEY = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+ROW_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 PAGE = {
     "type": "object",
     "required": ["jobs", "next_after"],
@@ -135,7 +136,7 @@ def description() -> dict[str, Any]:
                 body={
                     "type": "object",
                     "required": ["keys"],
-                    "properties": {"keys": {"type": "array", "items": {"type": "integer"}}},
+                    "properties": {"keys": {"type": "array", "items": ROW_ID}},
                 },
                 errors=(400,),
             ),
@@ -146,6 +147,7 @@ def description() -> dict[str, Any]:
                 _param("key", KEY),
                 body={
                     "type": "object",
+                    "additionalProperties": False,
                     "properties": {
                         "args": {"type": "array"},
                         "custom": {"type": "object"},
@@ -178,7 +180,9 @@ def description() -> dict[str, Any]:
                 "A page of retries, scheduled or dead jobs",
                 PAGE,
                 set_name,
-                _param("after", {"type": "string"}, "query"),
+                _param(
+                    "after", {"type": "string", "pattern": "^-?[0-9]{1,19}[.][0-9]{1,18}$"}, "query"
+                ),
                 _param("q", {"type": "string"}, "query"),
                 errors=(400, 404),
             ),
@@ -188,13 +192,13 @@ def description() -> dict[str, Any]:
                 set_name,
                 body={
                     "type": "object",
-                    "required": ["action"],
+                    "required": ["action", "keys"],
                     "properties": {
                         "action": {
                             "type": "string",
                             "enum": ["retry", "add_to_queue", "delete", "kill"],
                         },
-                        "keys": {"type": "array", "items": KEY},
+                        "keys": {"type": "array", "items": KEY, "minItems": 1},
                         "all": {"type": "boolean"},
                     },
                 },
