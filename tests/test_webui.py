@@ -339,3 +339,26 @@ def test_features_and_debug_pages() -> None:
             page = http.get("/debug").text
             assert "hidden-pw" not in page and "hidden-web-pw" not in page
             assert "********" in page
+
+
+def test_busy_shows_each_workers_recent_jobs_and_sets_show_tags(
+    web: tuple[RunningServer, httpx.Client],
+) -> None:
+    srv, http = web
+    worker = WireClient(srv.host, srv.port)
+    worker.hello(wid="w-history", v=2)
+    worker.call("PUSH " + job(jid="done-job-01", jobtype="Works"))
+    worker.call("PUSH " + job(jid="bad-job-001", jobtype="Breaks", custom={"tags": ["billing", 3]}))
+    worker.call("FETCH default")
+    worker.call('ACK {"jid":"done-job-01"}')
+    worker.call("FETCH default")
+    worker.call('FAIL {"jid":"bad-job-001"}')
+    [info] = http.get("/api/workers").json()["workers"]
+    assert [(r["jid"], r["outcome"], r["jobtype"]) for r in info["recent"]] == [
+        ("bad-job-001", "failed", "Breaks"), ("done-job-01", "success", "Works"),
+    ]  # fmt: skip
+    assert "Last 2 jobs of w-history" in http.get("/busy").text
+    [entry] = http.get("/api/sets/retries").json()["jobs"]
+    assert entry["tags"] == ["billing"]
+    assert 'href="?q=billing"' in http.get("/retries").text
+    worker.close()

@@ -108,7 +108,7 @@ class Broker(Maintenance):
             return
         now = self.clock.now_ns()
         with self._change() as done:
-            reservation = self._unreserve(jid)
+            reservation = self._unreserve(jid, "success")
             self.store.release(jid)
             if reservation.unique:
                 self._release_locks([jid])
@@ -127,7 +127,7 @@ class Broker(Maintenance):
             raise CommandError("requeue: Can't requeue job with no reservation")
         now = self.clock.now_ns()
         with self._change() as done:
-            self._unreserve(jid)
+            self._unreserve(jid, "requeued")
             payload = self.store.release(jid)
             if payload is not None:
                 job = job_decoder.decode(payload)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from minifaktory.store import SetName, Store, StoredJob, WorkingRow
 from minifaktory.throttles import Slots, Throttle, slots_for
 
 log = logging.getLogger(__name__)
+
+#: How many finished jobs the Busy page remembers per worker (in memory only).
+RECENT_PER_WORKER = 20
 
 
 @dataclass(slots=True)
@@ -78,6 +82,7 @@ class Reservation:
     bid: str = ""
     #: (bid, "complete"|"success") when the job is a batch callback.
     callback: tuple[str, str] | None = None
+    jobtype: str = ""
 
 
 class BrokerState:
@@ -98,6 +103,8 @@ class BrokerState:
         self.throttles = {t.queue: t for t in throttles}
         #: Live throttle slots per throttled queue (rebuilt from reservations by ``load``).
         self.slots: dict[str, Slots] = {}
+        #: The last jobs each worker (wid) finished, newest first, for the Busy page.
+        self.recent: dict[str, deque[dict[str, object]]] = {}
         #: Last firing per cron entry key, read on first use.
         self.cron_last: dict[str, int] | None = None
         self.clock = clock
@@ -322,14 +329,23 @@ class BrokerState:
             self.store.track_state(jid, "working", now)
         self.working[jid] = Reservation(
             jid, queue, wid, now, expires, unique, tracked,
-            batches.member_of(job), batches.callback_of(job),
+            batches.member_of(job), batches.callback_of(job), job.jobtype,
         )  # fmt: skip
         if queue in self.slots:
             self.slots[queue].take(jid, wid, now)
 
-    def _unreserve(self, jid: str) -> Reservation:
-        """Forget a reservation in memory (the caller deletes its row) and free its slot."""
+    def _unreserve(self, jid: str, outcome: str) -> Reservation:
+        """Forget a reservation in memory (the caller deletes its row), free its slot and
+        note the outcome in its worker's recent history."""
         reservation = self.working.pop(jid)
+        if reservation.wid:
+            now = self.clock.now_ns()
+            recent = self.recent.setdefault(reservation.wid, deque(maxlen=RECENT_PER_WORKER))
+            recent.appendleft({
+                "jid": jid, "jobtype": reservation.jobtype, "queue": reservation.queue,
+                "outcome": outcome, "finished_at": now,
+                "duration_s": round(max(now - reservation.reserved_at, 0) / NS, 3),
+            })  # fmt: skip
         slots = self.slots.get(reservation.queue)
         if slots is not None and slots.release(jid):
             self.notifier.notify(reservation.queue)  # a throttled fetcher may proceed now
@@ -353,7 +369,8 @@ class BrokerState:
     def _fail_reserved(
         self, jid: str, errtype: str, message: str, backtrace: list[str] | None, now: int
     ) -> None:
-        reservation = self._unreserve(jid)
+        expired = errtype == jobs.EXPIRED_ERRTYPE and message == jobs.EXPIRED_MESSAGE
+        reservation = self._unreserve(jid, "expired" if expired else "failed")
         payload = self.store.release(jid)
         self._count(now, failed=True)
         if reservation.bid:
@@ -398,14 +415,15 @@ def stored_expiry(job: Job) -> int | None:
         return None
 
 
-def _flags(payload: bytes) -> tuple[bool, bool, str, tuple[str, str] | None]:
-    """A reserved job's lock, tracking and batch roles, read back at start-up."""
+def _flags(payload: bytes) -> tuple[bool, bool, str, tuple[str, str] | None, str]:
+    """A reserved job's lock, tracking and batch roles and jobtype, read back at start-up."""
     try:
         job = job_decoder.decode(payload)
     except msgspec.DecodeError:
-        return False, False, "", None
+        return False, False, "", None, ""
     unique = options.holds_lock(job) and not options.releases_at_start(job)
-    return unique, options.is_tracked(job), batches.member_of(job), batches.callback_of(job)
+    member, callback = batches.member_of(job), batches.callback_of(job)
+    return unique, options.is_tracked(job), member, callback, job.jobtype
 
 
 def _fail_all(futures: list[asyncio.Future[None]], exc: StoreError) -> None:

@@ -478,9 +478,18 @@ def _describe(row: Row) -> dict[str, Any]:
         "queue": job.get("queue", ""),
         "args": job.get("args", []),
         "retry_count": failure.get("retry_count"),
+        "tags": _tags(job),
         "error": ": ".join(x for x in (failure.get("errtype"), failure.get("message")) if x),
         "job": job,
     }
+
+
+def _tags(job: dict[str, Any]) -> list[str]:
+    """``custom.tags``, shown as tags (a list of strings, or one string)."""
+    tags = (job.get("custom") or {}).get("tags")
+    if isinstance(tags, str):
+        return [tags]
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
 
 
 def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str, Any]], str]:
@@ -536,6 +545,10 @@ def _workers(web: Web) -> list[dict[str, Any]]:
             "state": w.state.wire, "started_at": format_ns(w.started_at),
             "last_beat": format_ns(w.last_beat), "late": now - w.last_beat > LATE_BEAT_NS,
             "rss_kb": w.rss_kb, "connections": len(w.connections), "busy": busy.get(w.wid, 0),
+            "recent": [
+                {**done, "finished_at": format_ns(int(done["finished_at"]))}
+                for done in web.broker.recent.get(w.wid, ())
+            ],
         }
         for w in sorted(web.services.registry.workers.values(), key=lambda w: w.wid)
     ]  # fmt: skip
