@@ -66,8 +66,7 @@ class Server:
     def url(self) -> str:
         """A ``FAKTORY_URL`` for clients, with the password when one is set."""
         auth = f":{self.config.password}@" if self.config.password else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{auth}{host}:{self.port}"
+        return self.url_without_password.replace("tcp://", f"tcp://{auth}", 1)
 
     @property
     def db_path(self) -> Path | str:
@@ -150,6 +149,7 @@ class Server:
 
     @property
     def url_without_password(self) -> str:
+        """The listening address as a URL, safe to log."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"tcp://{host}:{self.port}"
 
