@@ -153,12 +153,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
     async def edit_job_api(request: Request) -> Response:
         name, key = request.path_params["name"], request.path_params["key"]
         _queued_entry(web, name, key)
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(400, "Expected a JSON body") from None
-        if not isinstance(body, dict):
-            raise HTTPException(400, "Expected a JSON object")
+        body = await _json_object(request)
         try:
             changes = _changes(body)
             new = await web.broker.edit_queued(name, _row_id(key), changes)
@@ -208,12 +203,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
 
     async def set_action_api(request: Request) -> Response:
         kind = _set_kind(request.path_params["set"])
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(400, "Expected a JSON body") from None
-        if not isinstance(body, dict):
-            raise HTTPException(400, "Expected a JSON object")
+        body = await _json_object(request)
         keys = ["all"] if body.get("all") is True else [str(k) for k in body.get("keys", [])]
         moved = await _set_action(web, kind, keys, str(body.get("action", "")))
         return JSONResponse({"action": body.get("action"), "count": moved})
@@ -397,6 +387,17 @@ def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, 
 
 
 EDITABLE = ("args", "custom", "queue", "at", "priority")
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """The request's JSON body, which must be an object."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(400, "Expected a JSON body") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "Expected a JSON object")
+    return body
 
 
 def _row_id(value: object, problem: str = "Invalid job key", status: int = 400) -> int:
