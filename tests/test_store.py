@@ -138,7 +138,7 @@ def test_unique_locks(store: Store) -> None:
     assert store.lock_holder("q", "k", 100) is None  # expired
     assert store.lock_holder("other", "k", 50) is None
     assert not store.take_lock("q", "k", "j2", 200)  # took over the expired row
-    assert store.locks("q") == [("k", "j2", 200)]
+    assert Reader(store.path).locks("q", 10) == [("k", "j2", 200)]
     store.take_lock("q", "k2", "j3", 300)
     assert store.snapshot().locks == {"q": 2}
     assert store.release_locks(["j2", "nope"]) == ["q"]

@@ -60,7 +60,6 @@ class Server:
         self.runner: TaskRunner | None = None
         self.listener: Listener | None = None
         self.web_port = 0
-        self.ready = threading.Event()
 
     @property
     def url(self) -> str:
@@ -104,7 +103,6 @@ class Server:
                 web = self._web_server(services)
                 if web is not None:
                     tg.start_soon(web.serve)
-                self.ready.set()
                 task_status.started(self)
                 try:
                     await runner.run()
@@ -119,7 +117,6 @@ class Server:
                 if self.services is not None:
                     await asyncio.to_thread(self.services.broker.close)
                 store.close()
-                self.ready.clear()
 
     def _web_server(self, services: Services) -> WebServer | None:
         """The Web UI on ``-w``'s binding; None when its port is 0 (disabled, as in Faktory)."""

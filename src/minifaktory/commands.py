@@ -74,7 +74,6 @@ class Session:
     services: Services
     wid: str = ""
     worker: Worker | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 Handler = Callable[[Session, Command], Awaitable[bytes | None]]

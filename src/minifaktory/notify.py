@@ -49,7 +49,3 @@ class Notifier:
             if not fut.done():
                 fut.set_result(queue)
                 return
-
-    def waiting(self, queue: str) -> bool:
-        """Whether any fetcher is parked on ``queue``."""
-        return bool(self._waiters.get(queue))

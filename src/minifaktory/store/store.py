@@ -385,14 +385,6 @@ class Store:
         rows = self._all("DELETE FROM unique_locks WHERE expires_at <= ? RETURNING queue", (now,))
         return [str(r[0]) for r in rows]
 
-    def locks(self, queue: str) -> list[tuple[str, str, int]]:
-        """(key, jid, expires_at) of every lock in ``queue``, soonest expiry first."""
-        rows = self._all(
-            "SELECT key, jid, expires_at FROM unique_locks WHERE queue = ? ORDER BY expires_at",
-            (queue,),
-        )
-        return [(str(k), str(j), int(e)) for k, j, e in rows]
-
     def extend_reservation(self, jid: str, expires_at: int) -> None:
         """Move a reservation's expiry (TRACK SET reserve_until)."""
         self._cur.execute("UPDATE working SET expires_at = ? WHERE jid = ?", (expires_at, jid))
