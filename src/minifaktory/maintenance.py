@@ -10,7 +10,7 @@ from minifaktory.batches import BatchBook
 from minifaktory.clock import NS, parse_ns
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Filter, Job, encode, job_decoder
-from minifaktory.state import BrokerState, QueueState
+from minifaktory.state import BrokerState
 from minifaktory.store import SetName, StoredJob
 
 #: Scanners move at most this many entries per query, looping while batches are full.
@@ -141,10 +141,8 @@ class Maintenance(BrokerState):
                 raise CommandError("Job not unique", "NOTUNIQUE")
         with self._change() as done:
             self._release_locks([job.jid])
-            if unique is not None and self.store.take_lock(
-                job.queue, unique.key, job.jid, now + unique.ttl_ns
-            ):
-                self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
+            if unique is not None:
+                self._take_lock(job, unique, now)
             new = encode(job)
             if at is not None:
                 self.store.delete_queued(queue, [key])
@@ -154,10 +152,7 @@ class Maintenance(BrokerState):
                 self.store.replace_queued(key, job.queue, opts.priority, new, opts.expires_at)
                 if job.queue != queue:
                     self.queues[queue].size -= 1
-                    if job.queue not in self.queues:
-                        self.store.register_queue(job.queue)
-                        self.queues[job.queue] = QueueState()
-                    self.queues[job.queue].size += 1
+                    self._queue(job.queue).size += 1
                     self.notifier.notify(job.queue)
         await done
         return new

@@ -274,10 +274,8 @@ class BrokerState:
             raise CommandError("Job not unique", "NOTUNIQUE")
         if bid and self.store.batch(bid) is None:
             raise batches.no_such_batch(bid)
-        if unique is not None and self.store.take_lock(
-            job.queue, unique.key, job.jid, now + unique.ttl_ns
-        ):
-            self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
+        if unique is not None:
+            self._take_lock(job, unique, now)
         if bid:
             self.batches.joined(bid, now)
         if at is None:
@@ -295,14 +293,23 @@ class BrokerState:
         self, job: Job, payload: bytes, expires_at: int | None, *, front: bool = False
     ) -> None:
         queue = job.queue
-        state = self.queues.get(queue)
-        if state is None:
-            self.store.register_queue(queue)
-            state = self.queues[queue] = QueueState()
         priority = job.priority or options.DEFAULT_PRIORITY
         self.store.enqueue(queue, priority, job.jid, payload, expires_at, front=front)
-        state.size += 1
+        self._queue(queue).size += 1
         self.notifier.notify(queue)
+
+    def _queue(self, name: str) -> QueueState:
+        """A queue's state, registering the queue the first time a job reaches it."""
+        state = self.queues.get(name)
+        if state is None:
+            self.store.register_queue(name)
+            state = self.queues[name] = QueueState()
+        return state
+
+    def _take_lock(self, job: Job, unique: options.Unique, now: int) -> None:
+        """Hold ``job``'s uniqueness lock in its queue (taking over an expired one)."""
+        if self.store.take_lock(job.queue, unique.key, job.jid, now + unique.ttl_ns):
+            self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
 
     def _add_to_set(self, kind: SetName, score: int, jid: str, payload: bytes) -> None:
         self.store.add(kind, score, jid, payload)
