@@ -10,6 +10,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
@@ -45,7 +46,11 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def site() -> Iterator[tuple[RunningServer, str]]:
-    with minifaktory.run(web_binding=f"127.0.0.1:{free_port()}") as srv:
+    toml = {
+        "throttles": {"a-throttled-queue": {"concurrency": 3, "timeout": 60}},
+        "cron": [{"schedule": "*/5 * * * *", "job": {"type": "ReportWithAVeryLongName" * 3}}],
+    }
+    with minifaktory.run(toml=toml, web_binding=f"127.0.0.1:{free_port()}") as srv:
         yield srv, f"http://127.0.0.1:{srv.server.web_port}"
 
 
@@ -65,6 +70,10 @@ def test_dashboard_and_pages_fit_a_phone(browser: Browser, site: tuple[RunningSe
     c.call("FETCH default")
     c.call('FAIL {"jid":"failing-0001","errtype":"RuntimeError","message":"' + "boom " * 80 + '"}')
     c.call("PUSH " + job(queue="a-very-long-queue-name-" * 4))
+    c.call("PUSH " + job(jid="locked-job-1", queue="mail", custom={"unique_for": 600}))
+    spec = {"description": "A batch with a long description " * 5,
+            "success": {"jid": "success-cb-1", "jobtype": "Done", "args": [long]}}  # fmt: skip
+    bid = c.call("BATCH NEW " + json.dumps(spec)).split(b"\r\n")[1].decode()
     worker = client(srv, wid="worker-for-layout", hostname="host", pid=1, v=2)
     for width, name in [(375, "phone"), (1920, "desktop")]:
         page = browser.new_page(viewport={"width": width, "height": 900})
@@ -75,15 +84,25 @@ def test_dashboard_and_pages_fit_a_phone(browser: Browser, site: tuple[RunningSe
             "/retries",
             "/scheduled",
             "/morgue",
-            "/more",
+            "/cron",
+            "/batches",
+            f"/batches/{bid}",
+            "/locks",
+            "/throttles",
             "/debug",
             "/queues/default",
+            "/retries/job",
         ]:
+            if path == "/retries/job":  # the failed job's page, with its timeline
+                page.goto(base + "/retries")
+                path = urlsplit(str(page.locator("td a").first.get_attribute("href"))).path
             page.goto(base + path)
             assert page.locator("h1").count() == 1
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} is {overflow}px wider than a {width}px screen"
-            shot = path.strip("/").replace("/", "-") or "dashboard"
+            shot = path.strip("/").replace("/", "-").replace(bid, "one") or "dashboard"
+            if path.startswith("/retries/"):
+                shot = "retries-job"
             page.screenshot(path=str(ARTIFACTS / f"{shot}-{name}.png"), full_page=True)
         page.close()
     c.close()

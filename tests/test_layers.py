@@ -32,6 +32,7 @@ LAYERS = {
         "webui.security",
         "webui.server",
         "webui.openapi",
+        "webui.views",
     ],
     "app": ["app", "cli", "testing", "__init__", "__main__"],
 }

@@ -31,7 +31,7 @@ def test_every_documented_path_answers_as_documented() -> None:
             spec: dict[str, Any] = http.get("/api/openapi.json").json()
             assert spec["openapi"].startswith("3.")
             values = {"name": "q", "set": "retries", "action": "pause", "wid": "all",
-                      "signal": "quiet", "key": "1"}  # fmt: skip
+                      "signal": "quiet", "key": "1", "bid": "b-none"}  # fmt: skip
             for path, operations in spec["paths"].items():
                 url = re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
                 for method, operation in operations.items():

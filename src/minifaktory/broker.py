@@ -118,6 +118,8 @@ class Broker(Maintenance):
                 self.batches.member_succeeded(reservation.bid, jid, now)
             if reservation.callback is not None:
                 self.batches.callback_succeeded(*reservation.callback, now)
+            if reservation.history:
+                self.store.delete_events([jid])
             self._count(now, failed=False)
         await done
 
@@ -220,6 +222,14 @@ class Broker(Maintenance):
                 self.store.set_cron_run(entry.key, last)
         await done
         return fired
+
+    async def run_cron_now(self, entry: CronEntry) -> str:
+        """Push one firing of ``entry`` now (Web UI), leaving its schedule as it was."""
+        job = entry.make_job()
+        with self._change() as done:
+            self._push(job, self.clock.now_ns())
+        await done
+        return job.jid
 
     def cron_table(self, entries: list[CronEntry]) -> list[dict[str, object]]:
         """Each entry with its last and next firing, for INFO and the UI."""

@@ -1,4 +1,4 @@
-"""Time: the server clock and Faktory's timestamp format.
+"""Time: the server clock, Faktory's timestamp format, and timing of repeated work.
 
 Faktory emits UTC RFC3339 with up to nine fractional digits, trailing zeros
 trimmed (Go's ``RFC3339Nano``, spec §2.4). Time is kept as integer nanoseconds
@@ -12,6 +12,7 @@ import functools
 import re
 import threading
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 NS = 1_000_000_000
@@ -108,3 +109,22 @@ def utc_date(ns: int) -> str:
 def utc_clock_text(ns: int) -> str:
     """INFO's ``server_utc_time``: ``HH:MM:SS UTC``."""
     return dt.datetime.fromtimestamp(ns // NS, dt.UTC).strftime("%H:%M:%S UTC")
+
+
+@dataclass(slots=True)
+class Timing:
+    """Count, total and worst of a repeated operation, in seconds."""
+
+    count: int = 0
+    total: float = 0.0
+    worst: float = 0.0
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.worst = max(self.worst, seconds)
+
+    def summary(self) -> dict[str, float]:
+        mean = self.total / self.count if self.count else 0.0
+        return {"count": self.count, "mean_ms": round(mean * 1000, 3),
+                "worst_ms": round(self.worst * 1000, 3)}  # fmt: skip

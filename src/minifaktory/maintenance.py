@@ -15,6 +15,8 @@ from minifaktory.store import SetName, StoredJob
 
 #: Scanners move at most this many entries per query, looping while batches are full.
 SCAN_BATCH = 100
+#: How timelines name the sets.
+SET_LABELS = {SetName.SCHEDULED: "scheduled", SetName.RETRIES: "retries", SetName.DEAD: "dead"}
 #: Reservation expiry handles this many per query (Faktory: 10).
 EXPIRY_BATCH = 10
 #: Tracking records of finished jobs are kept this long after their last change.
@@ -38,6 +40,10 @@ class Maintenance(BrokerState):
                 self.sets[kind] -= len(batch)
                 for entry in batch:
                     moved += self._requeue_entry(entry, now, refresh=True)
+                if kind is SetName.RETRIES:
+                    self.store.add_events(
+                        [(e.jid, now, "retried", "its retry time came") for e in batch]
+                    )
                 if len(batch) < SCAN_BATCH:
                     break
         await done
@@ -46,10 +52,12 @@ class Maintenance(BrokerState):
     async def purge_dead(self, now: int) -> int:
         """Delete up to 100 dead jobs whose 180-day retention has passed."""
         with self._change() as done:
-            purged = len(self.store.take_due(SetName.DEAD, now, SCAN_BATCH))
-            self.sets[SetName.DEAD] -= purged
+            gone = self.store.take_due(SetName.DEAD, now, SCAN_BATCH)
+            self.sets[SetName.DEAD] -= len(gone)
+            self.store.delete_events(e.jid for e in gone)
+            self.store.purge_events(now - jobs.DEAD_TTL_SECONDS * NS)
         await done
-        return purged
+        return len(gone)
 
     async def expire_reservations(self, now: int) -> int:
         """Fail every reservation past its expiry with ``ReservationExpired``."""
@@ -99,6 +107,14 @@ class Maintenance(BrokerState):
                 self.locks.pop(name, None)
                 self.store.remove_queue(name)
         await done
+
+    async def release_locks(self, queue: str, keys: list[str] | None) -> int:
+        """Release uniqueness locks of ``queue`` by key (``None``: all); how many."""
+        with self._change() as done:
+            released = self.store.release_locks_by_key(queue, keys)
+            self._forget_locks([queue] * released)
+        await done
+        return released
 
     async def delete_queued(self, queue: str, ids: list[int]) -> int:
         """Delete chosen jobs from a queue (Web UI), releasing their uniqueness locks."""
@@ -212,7 +228,7 @@ class Maintenance(BrokerState):
                 self.store.clear_set(kind)
                 self.sets[kind] = 0
             else:
-                self._act(kind, self._matching(kind, flt), cmd, now)
+                self._act(kind, self._matching(kind, flt), cmd, now, "MUTATE")
         await done
 
     async def act_on_set(self, kind: SetName, ids: list[int] | None, action: str) -> int:
@@ -230,25 +246,33 @@ class Maintenance(BrokerState):
             entries = (
                 self.store.entries(kind) if ids is None else self.store.entries_by_id(kind, ids)
             )
-            self._act(kind, entries, verb[action], now)
+            self._act(kind, entries, verb[action], now, "the Web UI")
         await done
         return len(entries)
 
-    def _act(self, kind: SetName, entries: list[StoredJob], how: str, now: int) -> None:
-        """discard, kill, requeue (payload unchanged) or enqueue (fresh ``enqueued_at``)."""
+    def _act(self, kind: SetName, entries: list[StoredJob], how: str, now: int, cause: str) -> None:
+        """discard, kill, requeue (payload unchanged) or enqueue (fresh ``enqueued_at``);
+        ``cause`` names who asked, for the jobs' timelines."""
         ids = [e.id for e in entries]
+        jids = [e.jid for e in entries]
         if how == "kill":
             self.store.move_entries(ids, SetName.DEAD, now + jobs.DEAD_TTL_SECONDS * NS)
             self.sets[kind] -= len(ids)
             self.sets[SetName.DEAD] += len(ids)
+            moved = f"from {SET_LABELS[kind]} to the dead set by {cause}"
+            self.store.add_events([(jid, now, "killed", moved) for jid in jids])
             return
-        if how == "discard":
-            self._release_locks([e.jid for e in entries])
         self.store.delete_entries(ids)
         self.sets[kind] -= len(ids)
-        if how != "discard":
-            for entry in entries:
-                self._requeue_entry(entry, now, refresh=how == "enqueue")
+        if how == "discard":
+            self._release_locks(jids)
+            self.store.delete_events(jids)
+            return
+        for entry in entries:
+            self._requeue_entry(entry, now, refresh=how == "enqueue")
+        if kind is not SetName.SCHEDULED:  # a scheduled job has no timeline to continue
+            moved = f"from {SET_LABELS[kind]} to its queue by {cause}"
+            self.store.add_events([(jid, now, "moved", moved) for jid in jids])
 
     def _matching(self, kind: SetName, flt: Filter | None) -> list[StoredJob]:
         if flt is None:

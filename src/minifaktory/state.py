@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import msgspec
 
 from minifaktory import batches, jobs, options
-from minifaktory.clock import NS, Clock, format_ns, utc_date
+from minifaktory.clock import NS, Clock, Timing, format_ns, utc_date
 from minifaktory.errors import CommandError, StoreError
 from minifaktory.notify import Notifier
 from minifaktory.payloads import Job, encode, job_decoder
@@ -36,25 +36,6 @@ log = logging.getLogger(__name__)
 
 #: How many finished jobs the Busy page remembers per worker (in memory only).
 RECENT_PER_WORKER = 20
-
-
-@dataclass(slots=True)
-class Timing:
-    """Count, total and worst of a repeated operation, in seconds."""
-
-    count: int = 0
-    total: float = 0.0
-    worst: float = 0.0
-
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
-        self.worst = max(self.worst, seconds)
-
-    def summary(self) -> dict[str, float]:
-        mean = self.total / self.count if self.count else 0.0
-        return {"count": self.count, "mean_ms": round(mean * 1000, 3),
-                "worst_ms": round(self.worst * 1000, 3)}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -83,6 +64,8 @@ class Reservation:
     #: (bid, "complete"|"success") when the job is a batch callback.
     callback: tuple[str, str] | None = None
     jobtype: str = ""
+    #: The job failed before, so it has a timeline to forget when it succeeds.
+    history: bool = False
 
 
 class BrokerState:
@@ -337,6 +320,7 @@ class BrokerState:
         self.working[jid] = Reservation(
             jid, queue, wid, now, expires, unique, tracked,
             batches.member_of(job), batches.callback_of(job), job.jobtype,
+            job.failure is not None,
         )  # fmt: skip
         if queue in self.slots:
             self.slots[queue].take(jid, wid, now)
@@ -388,15 +372,27 @@ class BrokerState:
         job = job_decoder.decode(payload)
         jobs.record_failure(job, errtype, message, backtrace, now)
         outcome = jobs.failure_outcome(job)
+        assert job.failure is not None
         if outcome == "retry":
-            assert job.failure is not None
             at = now + jobs.retry_delay_seconds(job.failure.retry_count) * NS
             job.failure.next_at = format_ns(at)
             self._add_to_set(SetName.RETRIES, at, jid, encode(job))
+            then = f"retry {job.failure.retry_count + 1} at {format_ns(at)}"
+        else:
+            then = "moved to the dead set" if outcome == "dead" else "discarded (retry 0)"
         if options.is_tracked(job):
             self.store.track_state(jid, "dead" if outcome == "dead" else "failed", now)
         if outcome == "dead":
             self._add_to_set(SetName.DEAD, now + jobs.DEAD_TTL_SECONDS * NS, jid, encode(job))
+        if outcome == "discard":
+            self.store.delete_events([jid])
+            return
+        by = f" by {reservation.wid}" if reservation.wid else ""
+        error = ": ".join(x for x in (errtype, message) if x)
+        self.store.add_events([
+            (jid, reservation.reserved_at, "fetched", f"from {reservation.queue}{by}"),
+            (jid, now, "expired" if expired else "failed", f"{error}; {then}"),
+        ])  # fmt: skip
 
     def _requeue_entry(self, entry: StoredJob, now: int, *, refresh: bool) -> int:
         try:
@@ -422,15 +418,16 @@ def stored_expiry(job: Job) -> int | None:
         return None
 
 
-def _flags(payload: bytes) -> tuple[bool, bool, str, tuple[str, str] | None, str]:
-    """A reserved job's lock, tracking and batch roles and jobtype, read back at start-up."""
+def _flags(payload: bytes) -> tuple[bool, bool, str, tuple[str, str] | None, str, bool]:
+    """A reserved job's lock, tracking and batch roles, jobtype and whether it failed
+    before, read back at start-up."""
     try:
         job = job_decoder.decode(payload)
     except msgspec.DecodeError:
-        return False, False, "", None, ""
+        return False, False, "", None, "", False
     unique = options.holds_lock(job) and not options.releases_at_start(job)
     member, callback = batches.member_of(job), batches.callback_of(job)
-    return unique, options.is_tracked(job), member, callback, job.jobtype
+    return unique, options.is_tracked(job), member, callback, job.jobtype, job.failure is not None
 
 
 def _fail_all(futures: list[asyncio.Future[None]], exc: StoreError) -> None:

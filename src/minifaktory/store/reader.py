@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import apsw
+import msgspec
 
 from minifaktory.store import db
-from minifaktory.store.store import SetName
+from minifaktory.store.store import BATCH_COLUMNS, BatchRow, SetName
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,20 @@ class Row:
     score: int
     jid: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A reservation, with the tracked progress of its job if any."""
+
+    jid: str
+    queue: str
+    wid: str
+    reserved_at: int
+    expires_at: int
+    payload: bytes
+    percent: int | None
+    desc: str | None
 
 
 class Reader:
@@ -61,15 +76,27 @@ class Reader:
         return [Row(int(i), int(p), str(j), bytes(b)) for i, p, j, b in rows]
 
     def set_page(
-        self, kind: SetName, after: tuple[int, int] | None, limit: int, text: str = ""
+        self,
+        kind: SetName,
+        after: tuple[int, int] | None,
+        limit: int,
+        text: str = "",
+        tag: str = "",
     ) -> list[Row]:
         """Entries of a sorted set by score, after (score, id) ``after``; with ``text``,
-        only entries whose JSON contains it (jobtype, jid, error, args, custom)."""
+        only entries whose JSON contains it (jobtype, jid, error, args, custom); with
+        ``tag``, only those whose ``custom.tags`` holds exactly that tag."""
         start = after if after is not None else (-(2**62), -(2**62))
+        # The tag as it appears inside the stored JSON, to skip most rows before parsing.
+        needle = msgspec.json.encode(tag)[1:-1]
         rows = self._all(
             "SELECT id, score, jid, payload FROM sorted WHERE kind = ? AND (score, id) > (?, ?)"
-            " AND (? = '' OR instr(payload, ?) > 0) ORDER BY score, id LIMIT ?",
-            (int(kind), start[0], start[1], text, text.encode(), limit),
+            " AND (? = '' OR instr(payload, ?) > 0)"
+            " AND (? = '' OR (instr(payload, ?) > 0 AND json_valid(CAST(payload AS TEXT))"
+            "  AND EXISTS (SELECT 1 FROM json_each(CAST(payload AS TEXT), '$.custom.tags')"
+            "   WHERE value = ?)))"
+            " ORDER BY score, id LIMIT ?",
+            (int(kind), start[0], start[1], text, text.encode(), tag, needle, tag, limit),
         )
         return [Row(int(i), int(s), str(j), bytes(b)) for i, s, j, b in rows]
 
@@ -94,14 +121,20 @@ class Reader:
         q, i, p, j, b = rows[0]
         return str(q), Row(int(i), int(p), str(j), bytes(b))
 
-    def working(self, limit: int) -> list[tuple[str, str, str, int, int, bytes]]:
-        """Reservations by expiry: (jid, queue, wid, reserved_at, expires_at, payload)."""
+    def working(self, limit: int) -> list[InFlight]:
+        """Reservations by expiry, with the progress of tracked jobs."""
         rows = self._all(
-            "SELECT jid, queue, wid, reserved_at, expires_at, payload FROM working"
-            " ORDER BY expires_at LIMIT ?",
+            "SELECT w.jid, w.queue, w.wid, w.reserved_at, w.expires_at, w.payload,"
+            ' t.percent, t."desc" FROM working w LEFT JOIN tracking t ON t.jid = w.jid'
+            " ORDER BY w.expires_at LIMIT ?",
             (limit,),
         )
-        return [(str(a), str(b), str(c), int(d), int(e), bytes(f)) for a, b, c, d, e, f in rows]
+        return [
+            InFlight(
+                str(a), str(b), str(c), int(d), int(e), bytes(f), p, None if s is None else str(s)
+            )
+            for a, b, c, d, e, f, p, s in rows
+        ]
 
     def locks(self, queue: str, limit: int) -> list[tuple[str, str, int]]:
         """(key, jid, expires_at) of the uniqueness locks of ``queue``, soonest expiry first."""
@@ -111,6 +144,37 @@ class Reader:
             (queue, limit),
         )
         return [(str(k), str(j), int(e)) for k, j, e in rows]
+
+    def events(self, jid: str, limit: int = 200) -> list[tuple[int, str, str]]:
+        """(at, event, detail) of a job's timeline, oldest first (the latest ``limit``)."""
+        rows = self._all(
+            "SELECT at, event, detail FROM (SELECT rowid, at, event, detail FROM job_events"
+            " WHERE jid = ? ORDER BY at DESC, rowid DESC LIMIT ?) ORDER BY at, rowid",
+            (jid, limit),
+        )
+        return [(int(a), str(e), str(d)) for a, e, d in rows]
+
+    def batches(self, after: tuple[int, str] | None, limit: int) -> list[BatchRow]:
+        """Batches, newest first, after (created_at, bid) ``after``."""
+        start = after if after is not None else (2**63 - 1, "")
+        rows = self._all(
+            f"SELECT {BATCH_COLUMNS} FROM batches WHERE (created_at, bid) < (?, ?)"  # noqa: S608
+            " ORDER BY created_at DESC, bid DESC LIMIT ?",
+            (start[0], start[1], limit),
+        )
+        return [BatchRow(*row) for row in rows]
+
+    def batch(self, bid: str) -> tuple[BatchRow, list[BatchRow], list[str]] | None:
+        """A batch, its child batches and the jids of its members that failed."""
+        rows = self._all(f"SELECT {BATCH_COLUMNS} FROM batches WHERE bid = ?", (bid,))  # noqa: S608
+        if not rows:
+            return None
+        children = self._all(
+            f"SELECT {BATCH_COLUMNS} FROM batches WHERE parent = ? LIMIT 500",  # noqa: S608
+            (bid,),
+        )
+        failed = self._all("SELECT jid FROM batch_failed WHERE bid = ? LIMIT 500", (bid,))
+        return BatchRow(*rows[0]), [BatchRow(*c) for c in children], [str(f[0]) for f in failed]
 
     def history(self, first_day: str) -> dict[str, tuple[int, int]]:
         """Per-day (processed, failures) from ``first_day`` on."""
@@ -128,4 +192,4 @@ class Reader:
         return out
 
 
-__all__ = ["Reader", "Row", "apsw"]
+__all__ = ["InFlight", "Reader", "Row", "apsw"]

@@ -122,6 +122,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (bid, jid)
     ) WITHOUT ROWID;
     """,
+    # 6: what happened to a job off the happy path (fetched before a failure, failed,
+    # retried, moved by hand or MUTATE), for the Web UI's timeline. Rows go with the job.
+    """
+    CREATE TABLE job_events (
+        jid    TEXT NOT NULL,
+        at     INTEGER NOT NULL,
+        event  TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX job_events_jid ON job_events (jid, at);
+    CREATE INDEX job_events_at ON job_events (at);
+    CREATE INDEX batches_created ON batches (created_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

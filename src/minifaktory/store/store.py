@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,12 @@ from typing import Any, cast
 
 import apsw
 
+from minifaktory.clock import Timing
 from minifaktory.errors import StoreError
 from minifaktory.store import db
+
+#: WAL size (pages) after which a commit checkpoints it: SQLite's default.
+CHECKPOINT_PAGES = 1000
 
 
 class SetName(enum.IntEnum):
@@ -71,7 +76,7 @@ class BatchRow:
     success_st: str = ""
 
 
-_BATCH_COLUMNS = (
+BATCH_COLUMNS = (
     "bid, parent, description, created_at, updated_at, committed, total, pending, failed,"
     " complete_job, success_job, complete_st, success_st"
 )
@@ -101,6 +106,20 @@ class Store:
         self._conn = db.connect(path, "normal" if self.sync_after_commit else durability)
         self._cur = self._conn.cursor()
         self._wal_fd: int | None = None
+        #: WAL checkpoints (run after the commit that grows the WAL past
+        #: ``CHECKPOINT_PAGES``, as SQLite's auto-checkpoint does, but timed).
+        self.checkpoints = Timing()
+        self._conn.set_wal_hook(self._wal_hook)
+
+    def _wal_hook(self, conn: apsw.Connection, name: str, pages: int) -> int:
+        if pages >= CHECKPOINT_PAGES:
+            started = time.perf_counter()
+            try:
+                conn.wal_checkpoint(name, apsw.SQLITE_CHECKPOINT_PASSIVE)
+            except apsw.BusyError:  # a reader holds the WAL: the next commit tries again
+                return apsw.SQLITE_OK
+            self.checkpoints.add(time.perf_counter() - started)
+        return apsw.SQLITE_OK
 
     def sync(self) -> None:
         """Flush the write-ahead log to stable storage (safe to call from another thread)."""
@@ -371,6 +390,18 @@ class Store:
             released += [str(r[0]) for r in rows]
         return released
 
+    def release_locks_by_key(self, queue: str, keys: Sequence[str] | None) -> int:
+        """Release locks of ``queue`` by key (``None``: every one); how many."""
+        if keys is None:
+            return len(self._all("DELETE FROM unique_locks WHERE queue = ? RETURNING 1", (queue,)))
+        released = 0
+        for key in dict.fromkeys(keys):
+            row = self._one(
+                "DELETE FROM unique_locks WHERE queue = ? AND key = ? RETURNING 1", (queue, key)
+            )
+            released += row is not None
+        return released
+
     def release_locks_of_set(self, kind: SetName) -> list[str]:
         """Release the locks of every job in a set (before the set is cleared)."""
         rows = self._all(
@@ -452,12 +483,12 @@ class Store:
 
     def batch(self, bid: str) -> BatchRow | None:
         """A batch by its bid."""
-        row = self._one(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE bid = ?", (bid,))  # noqa: S608
+        row = self._one(f"SELECT {BATCH_COLUMNS} FROM batches WHERE bid = ?", (bid,))  # noqa: S608
         return None if row is None else BatchRow(*row)
 
     def batch_children(self, bid: str) -> list[BatchRow]:
         """The batches whose parent is ``bid``."""
-        rows = self._all(f"SELECT {_BATCH_COLUMNS} FROM batches WHERE parent = ?", (bid,))  # noqa: S608
+        rows = self._all(f"SELECT {BATCH_COLUMNS} FROM batches WHERE parent = ?", (bid,))  # noqa: S608
         return [BatchRow(*row) for row in rows]
 
     def save_batch(self, row: BatchRow) -> None:
@@ -500,6 +531,25 @@ class Store:
                         " FROM batches")  # fmt: skip
         return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
+    # -- job events (timeline) ------------------------------------------------------
+
+    def add_events(self, rows: Sequence[tuple[str, int, str, str]]) -> None:
+        """Record (jid, at, event, detail) rows of jobs' timelines."""
+        self._cur.executemany(
+            "INSERT INTO job_events (jid, at, event, detail) VALUES (?, ?, ?, ?)", rows
+        )
+
+    def delete_events(self, jids: Iterable[str]) -> None:
+        """Forget the timelines of jobs that are gone."""
+        self._cur.executemany(
+            "DELETE FROM job_events WHERE jid = ?", [(jid,) for jid in dict.fromkeys(jids)]
+        )
+
+    def purge_events(self, before: int) -> int:
+        """Delete events older than ``before`` (jobs long gone); how many."""
+        self._cur.execute("DELETE FROM job_events WHERE at < ?", (before,))
+        return int(self._conn.changes())
+
     # -- counters ----------------------------------------------------------------
 
     def add_counts(self, totals: dict[str, int], days: dict[str, list[int]]) -> None:
@@ -520,7 +570,7 @@ class Store:
         """Delete everything: jobs, sets, reservations, counters, history, queues."""
         tables = (
             "queued", "sorted", "working", "counters", "history", "queues", "unique_locks",
-            "tracking", "batches", "batch_failed",
+            "tracking", "batches", "batch_failed", "job_events",
         )  # fmt: skip
         for table in tables:
             self._cur.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names

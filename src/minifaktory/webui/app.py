@@ -7,9 +7,7 @@ the broker's in-memory counters and job lists from a read-only connection.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from minifaktory.clock import NS, format_ns
+from minifaktory.clock import format_ns
 from minifaktory.commands import Services, current_state
 from minifaktory.config import FAKTORY_VERSION, Config
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Job, encode_in_order
 from minifaktory.store import SetName
-from minifaktory.store.reader import Reader, Row
-from minifaktory.webui import openapi
+from minifaktory.store.reader import Reader
+from minifaktory.webui import openapi, views
 from minifaktory.webui.security import Guard
+from minifaktory.webui.views import Web
 
 HERE = Path(__file__).parent
 
@@ -45,19 +44,6 @@ class JSONResponse(_StarletteJSON):
 
 HISTORY_RANGES = {7: "1 week", 30: "1 month", 90: "3 months", 180: "6 months"}
 QUEUE_ACTIONS = ("pause", "resume", "delete")
-
-
-@dataclass(eq=False)
-class Web:
-    """What the pages read from."""
-
-    services: Services
-    reader: Reader
-    config: Config
-
-    @property
-    def broker(self) -> Any:
-        return self.services.broker
 
 
 def create_app(services: Services, reader: Reader, config: Config) -> Guard:
@@ -91,18 +77,18 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
 
     async def dashboard(request: Request) -> Response:
         days = _days(request)
-        return page(request, "dashboard.html", history=_history(web, days), days=days,
+        return page(request, "dashboard.html", history=views.history(web, days), days=days,
                     ranges=HISTORY_RANGES)  # fmt: skip
 
     async def history_api(request: Request) -> Response:
-        return JSONResponse(_history(web, _days(request)))
+        return JSONResponse(views.history(web, _days(request)))
 
     async def queues(request: Request) -> Response:
         if request.method == "POST":
             form = await request.form()
             await _queue_action(web, str(form.get("queue", "")), str(form.get("action", "")))
             return RedirectResponse(request.url_for("queues"), status_code=302)
-        return page(request, "queues.html", queues=_queue_rows(web))
+        return page(request, "queues.html", queues=views.queue_rows(web))
 
     async def queue_page(request: Request) -> Response:
         name = request.path_params["name"]
@@ -162,7 +148,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         return JSONResponse(msgspec.json.decode(new))
 
     async def queues_api(request: Request) -> Response:
-        return JSONResponse(_queue_rows(web))
+        return JSONResponse(views.queue_rows(web))
 
     async def queue_action_api(request: Request) -> Response:
         name, action = request.path_params["name"], request.path_params["action"]
@@ -186,7 +172,8 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
             return RedirectResponse(request.url_for("set_list", set=name), status_code=302)
         rows, after = _set_rows(web, kind, request)
         return page(request, "sets.html", set=name, title=SET_TITLES[name], rows=rows,
-                    next_after=after, q=request.query_params.get("q", ""))  # fmt: skip
+                    next_after=after, q=request.query_params.get("q", ""),
+                    tag=request.query_params.get("tag", ""))  # fmt: skip
 
     async def set_job(request: Request) -> Response:
         name = request.path_params["set"]
@@ -213,26 +200,73 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
             form = await request.form()
             _signal(web, str(form.get("wid", "")), str(form.get("signal", "")))
             return RedirectResponse(request.url_for("busy"), status_code=302)
-        return page(request, "busy.html", workers=_workers(web), jobs=_in_flight(web))
+        return page(request, "busy.html", workers=views.workers(web), jobs=views.in_flight(web))
 
     async def workers_api(request: Request) -> Response:
-        return JSONResponse({"workers": _workers(web), "jobs": _in_flight(web)})
+        return JSONResponse({"workers": views.workers(web), "jobs": views.in_flight(web)})
 
     async def signal_api(request: Request) -> Response:
         _signal(web, request.path_params["wid"], request.path_params["signal"])
         return JSONResponse({"ok": True})
 
-    async def features(request: Request) -> Response:
-        return page(request, "features.html", **_features(web))
+    async def cron(request: Request) -> Response:
+        if request.method == "POST":
+            form = await request.form()
+            await _run_cron(web, str(form.get("key", "")))
+            return RedirectResponse(request.url_for("cron"), status_code=302)
+        return page(request, "cron.html", entries=views.cron(web))
 
-    async def features_api(request: Request) -> Response:
-        return JSONResponse(_features(web))
+    async def cron_api(request: Request) -> Response:
+        return JSONResponse(views.cron(web))
+
+    async def cron_run_api(request: Request) -> Response:
+        return JSONResponse({"jid": await _run_cron(web, request.path_params["key"])})
+
+    async def batches(request: Request) -> Response:
+        rows, after = _batch_rows(web, request)
+        return page(request, "batches.html", batches=rows, next_after=after)
+
+    async def batches_api(request: Request) -> Response:
+        rows, after = _batch_rows(web, request)
+        return JSONResponse({"batches": rows, "next_after": after})
+
+    async def batch_page(request: Request) -> Response:
+        return page(request, "batch.html", batch=_batch(web, request.path_params["bid"]))
+
+    async def batch_api(request: Request) -> Response:
+        return JSONResponse(_batch(web, request.path_params["bid"]))
+
+    async def locks(request: Request) -> Response:
+        if request.method == "POST":
+            form = await request.form()
+            keys = [str(k) for k in form.getlist("key")]
+            await _release(web, str(form.get("queue", "")), None if keys == ["all"] else keys)
+            return RedirectResponse(request.url_for("locks"), status_code=302)
+        return page(request, "locks.html", queues=views.locks(web))
+
+    async def locks_all_api(request: Request) -> Response:
+        return JSONResponse(views.locks(web))
+
+    async def release_api(request: Request) -> Response:
+        body = await _json_object(request)
+        keys = None if body.get("all") is True else body.get("keys")
+        if keys is not None and not (
+            isinstance(keys, list) and all(isinstance(k, str) for k in keys)
+        ):
+            raise HTTPException(400, 'Expected {"keys": [lock keys]} or {"all": true}')
+        return JSONResponse({"count": await _release(web, request.path_params["name"], keys)})
+
+    async def throttles(request: Request) -> Response:
+        return page(request, "throttles.html", throttles=views.throttles(web))
+
+    async def throttles_api(request: Request) -> Response:
+        return JSONResponse(views.throttles(web))
 
     async def debug(request: Request) -> Response:
-        return page(request, "debug.html", debug=_debug(web))
+        return page(request, "debug.html", debug=views.debug(web))
 
     async def debug_api(request: Request) -> Response:
-        return JSONResponse(_debug(web))
+        return JSONResponse(views.debug(web))
 
     spec = openapi.description()
 
@@ -247,9 +281,18 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/queues/{name}", queue_page, methods=["GET", "POST"], name="queue_page"),
         Route("/queues/{name}/{key}/edit", edit_job, methods=["GET", "POST"], name="edit_job"),
         Route("/busy", busy, methods=["GET", "POST"], name="busy"),
-        Route("/more", features, name="features"),
+        Route("/cron", cron, methods=["GET", "POST"], name="cron"),
+        Route("/batches", batches, name="batches"),
+        Route("/batches/{bid}", batch_page, name="batch_page"),
+        Route("/locks", locks, methods=["GET", "POST"], name="locks"),
+        Route("/throttles", throttles, name="throttles"),
         Route("/debug", debug, name="debug"),
-        Route("/api/features", features_api),
+        Route("/api/cron", cron_api),
+        Route("/api/cron/{key}/run", cron_run_api, methods=["POST"]),
+        Route("/api/batches", batches_api),
+        Route("/api/batches/{bid}", batch_api),
+        Route("/api/locks", locks_all_api),
+        Route("/api/throttles", throttles_api),
         Route("/api/debug", debug_api),
         Route("/api/workers", workers_api),
         Route("/api/workers/{wid}/{signal}", signal_api, methods=["POST"]),
@@ -258,6 +301,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         Route("/api/history", history_api),
         Route("/api/queues", queues_api),
         Route("/api/queues/{name}/locks", locks_api),
+        Route("/api/queues/{name}/locks/release", release_api, methods=["POST"]),
         Route("/api/queues/{name}/jobs", queue_jobs_api),
         Route("/api/queues/{name}/jobs/delete", queue_delete_api, methods=["POST"]),
         Route("/api/queues/{name}/jobs/{key}", edit_job_api, methods=["POST"]),
@@ -299,75 +343,11 @@ def _days(request: Request) -> int:
     return min(max(days, 1), 180)
 
 
-def _history(web: Web, days: int) -> list[dict[str, Any]]:
-    now = web.services.clock.now_ns()
-    today = dt.datetime.fromtimestamp(now // NS, dt.UTC).date()
-    first = today - dt.timedelta(days=days - 1)
-    known = web.reader.history(first.isoformat())
-    out = []
-    for offset in range(days):
-        day = (first + dt.timedelta(days=offset)).isoformat()
-        processed, failed = known.get(day, (0, 0))
-        out.append({"date": day, "processed": processed, "failed": failed})
-    return out
-
-
-def _queue_rows(web: Web) -> list[dict[str, Any]]:
-    broker = web.broker
-    names = sorted(broker.queues)
-    latency = broker.latency(names)
-    return [
-        {
-            "name": name,
-            "size": broker.queues[name].size,
-            "paused": broker.queues[name].paused,
-            "latency": round(latency[name], 3),
-            "unique_locks": broker.locks.get(name, 0),
-        }
-        for name in names
-    ]
-
-
 SETS = {"retries": SetName.RETRIES, "scheduled": SetName.SCHEDULED, "morgue": SetName.DEAD,
         "dead": SetName.DEAD}  # fmt: skip
 SET_TITLES = {"retries": "Retries", "scheduled": "Scheduled", "morgue": "Dead", "dead": "Dead"}
 SET_ACTIONS = ("retry", "add_to_queue", "delete", "kill")
 PAGE_SIZE = 25
-
-
-def _features(web: Web) -> dict[str, Any]:
-    """Cron entries, throttles, batch counts and uniqueness locks per queue."""
-    faktory = current_state(web.services)["faktory"]
-    return {key: faktory[key] for key in ("cron", "throttles", "batches", "unique_locks")}
-
-
-def _debug(web: Web) -> dict[str, Any]:
-    """Storage and runtime figures, and the configuration with its passwords masked."""
-    config = web.config
-    broker = web.broker
-    settings = {
-        "environment": config.environment, "binding": config.binding,
-        "web_binding": config.web_binding, "durability": config.durability,
-        "database": str(config.resolved_db_path()),
-        "password": "********" if config.password else "",
-        "unix_socket": str(config.unix_socket or ""),
-        "conf.d": _masked(config.toml),
-    }  # fmt: skip
-    return {
-        "files": web.reader.file_sizes(),
-        "group_commits": broker.commit_stats.summary(),
-        "wal_fsyncs": broker.sync_stats.summary(),
-        "config": settings,
-    }
-
-
-def _masked(value: Any) -> Any:
-    """``value`` with every ``password`` key hidden."""
-    if isinstance(value, dict):
-        return {k: "********" if k == "password" and v else _masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
 
 
 def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, Any]], str]:
@@ -379,7 +359,7 @@ def _queue_jobs(web: Web, queue: str, request: Request) -> tuple[list[dict[str, 
     rows = rows[:PAGE_SIZE]
     out = []
     for row in rows:
-        described = _describe(row)
+        described = views.describe(row)
         described.pop("at")
         described["priority"] = row.score
         out.append(described)
@@ -412,7 +392,7 @@ def _queued_entry(web: Web, queue: str, key: str) -> dict[str, Any]:
     found = web.reader.queued_job(_row_id(key, status=404)) if key.isdigit() else None
     if found is None or found[0] != queue:
         raise HTTPException(404, f"No job {key!r} in queue {queue!r} (it may have been fetched)")
-    return _describe(found[1])
+    return views.describe(found[1])
 
 
 def _edit_form(entry: dict[str, Any]) -> dict[str, str]:
@@ -464,35 +444,6 @@ def _set_kind(name: str) -> SetName:
     return kind
 
 
-def _describe(row: Row) -> dict[str, Any]:
-    """A set entry as the pages show it (and the API returns it)."""
-    try:
-        job = msgspec.json.decode(row.payload)
-    except msgspec.DecodeError:
-        job = {}
-    failure = job.get("failure") or {}
-    return {
-        "key": str(row.key),
-        "jid": row.jid,
-        "at": format_ns(row.score),
-        "jobtype": job.get("jobtype", ""),
-        "queue": job.get("queue", ""),
-        "args": job.get("args", []),
-        "retry_count": failure.get("retry_count"),
-        "tags": _tags(job),
-        "error": ": ".join(x for x in (failure.get("errtype"), failure.get("message")) if x),
-        "job": job,
-    }
-
-
-def _tags(job: dict[str, Any]) -> list[str]:
-    """``custom.tags``, shown as tags (a list of strings, or one string)."""
-    tags = (job.get("custom") or {}).get("tags")
-    if isinstance(tags, str):
-        return [tags]
-    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
-
-
 def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str, Any]], str]:
     """One page of a set (keyset paging with ``after=<score>.<id>``) and the next cursor."""
     raw = request.query_params.get("after", "")
@@ -503,11 +454,12 @@ def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str,
             after = (int(score), _row_id(key))
         except (ValueError, HTTPException):
             raise HTTPException(400, "Invalid parameter: after") from None
-    rows = web.reader.set_page(kind, after, PAGE_SIZE + 1, request.query_params.get("q", ""))
+    query = request.query_params
+    rows = web.reader.set_page(kind, after, PAGE_SIZE + 1, query.get("q", ""), query.get("tag", ""))
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     cursor = f"{rows[-1].score}.{rows[-1].key}" if more else ""
-    return [_describe(r) for r in rows], cursor
+    return [views.describe(r) for r in rows], cursor
 
 
 def _set_entry(web: Web, kind: SetName, key: str) -> dict[str, Any]:
@@ -516,7 +468,11 @@ def _set_entry(web: Web, kind: SetName, key: str) -> dict[str, Any]:
     row = web.reader.set_entry(kind, _row_id(key, status=404))
     if row is None:
         raise HTTPException(404, f"No such job {key!r} (it may have moved on)")
-    return _describe(row)
+    described = views.describe(row)
+    described["timeline"] = views.timeline(
+        described["job"], web.reader.events(row.jid), retrying=kind is SetName.RETRIES
+    )
+    return described
 
 
 async def _set_action(web: Web, kind: SetName, keys: list[str], action: str) -> int:
@@ -529,47 +485,6 @@ async def _set_action(web: Web, kind: SetName, keys: list[str], action: str) -> 
         raise HTTPException(400, "Choose one or more jobs")
     count = await web.broker.act_on_set(kind, [_row_id(k) for k in keys], action)
     return count
-
-
-#: A worker that has not beaten for this long is shown as late (Faktory reaps at 60 s).
-LATE_BEAT_NS = 30 * NS
-
-
-def _workers(web: Web) -> list[dict[str, Any]]:
-    now = web.services.clock.now_ns()
-    busy: dict[str, int] = {}
-    for reservation in web.broker.working.values():
-        busy[reservation.wid] = busy.get(reservation.wid, 0) + 1
-    return [
-        {
-            "wid": w.wid, "hostname": w.hostname, "pid": w.pid, "labels": w.labels,
-            "state": w.state.wire, "started_at": format_ns(w.started_at),
-            "last_beat": format_ns(w.last_beat), "late": now - w.last_beat > LATE_BEAT_NS,
-            "rss_kb": w.rss_kb, "connections": len(w.connections), "busy": busy.get(w.wid, 0),
-            "recent": [
-                {**done, "finished_at": format_ns(int(done["finished_at"]))}
-                for done in web.broker.recent.get(w.wid, ())
-            ],
-        }
-        for w in sorted(web.services.registry.workers.values(), key=lambda w: w.wid)
-    ]  # fmt: skip
-
-
-def _in_flight(web: Web) -> list[dict[str, Any]]:
-    now = web.services.clock.now_ns()
-    out = []
-    for jid, queue, wid, reserved_at, expires_at, payload in web.reader.working(500):
-        try:
-            job = msgspec.json.decode(payload)
-        except msgspec.DecodeError:
-            job = {}
-        out.append({
-            "jid": jid, "queue": queue, "wid": wid, "jobtype": job.get("jobtype", ""),
-            "args": job.get("args", []), "started": format_ns(reserved_at),
-            "running_s": round(max(now - reserved_at, 0) / NS, 1),
-            "expires_at": format_ns(expires_at),
-        })  # fmt: skip
-    return out
 
 
 def _signal(web: Web, wid: str, signal: str) -> None:
@@ -591,3 +506,45 @@ async def _queue_action(web: Web, name: str, action: str) -> None:
         await web.broker.remove([name])
     else:
         await web.broker.pause([name], paused=action == "pause")
+
+
+async def _run_cron(web: Web, key: str) -> str:
+    """Push one firing of the cron entry ``key`` now; the new job's jid."""
+    for entry in web.services.cron:
+        if entry.key == key:
+            jid: str = await web.broker.run_cron_now(entry)
+            return jid
+    raise HTTPException(404, f"No cron entry {key!r} (conf.d may have been reloaded)")
+
+
+async def _release(web: Web, queue: str, keys: list[str] | None) -> int:
+    """Release uniqueness locks of ``queue`` by key (``None``: all of them)."""
+    if queue not in web.broker.queues:
+        raise HTTPException(404, f"No such queue {queue!r}")
+    if keys is not None and not keys:
+        raise HTTPException(400, "Choose one or more locks")
+    released: int = await web.broker.release_locks(queue, keys)
+    return released
+
+
+def _batch_rows(web: Web, request: Request) -> tuple[list[dict[str, Any]], str]:
+    """One page of batches, newest first (keyset paging with ``after=<created>.<bid>``)."""
+    raw = request.query_params.get("after", "")
+    after: tuple[int, str] | None = None
+    if raw:
+        created, _, bid = raw.partition(".")
+        if not created.isdigit() or int(created) >= 2**63 or not bid:
+            raise HTTPException(400, "Invalid parameter: after")
+        after = (int(created), bid)
+    rows = web.reader.batches(after, PAGE_SIZE + 1)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    cursor = f"{rows[-1].created_at}.{rows[-1].bid}" if more else ""
+    return [views.batch_summary(r) for r in rows], cursor
+
+
+def _batch(web: Web, bid: str) -> dict[str, Any]:
+    found = views.batch_detail(web, bid)
+    if found is None:
+        raise HTTPException(404, f"No such batch {bid!r} (finished batches are kept 7 days)")
+    return found

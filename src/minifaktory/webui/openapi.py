@@ -184,6 +184,7 @@ def description() -> dict[str, Any]:
                     "after", {"type": "string", "pattern": "^-?[0-9]{1,19}[.][0-9]{1,18}$"}, "query"
                 ),
                 _param("q", {"type": "string"}, "query"),
+                _param("tag", {"type": "string"}, "query"),
                 errors=(400, 404),
             ),
             "/api/sets/{set}/actions": _post(
@@ -205,9 +206,58 @@ def description() -> dict[str, Any]:
                 errors=(400, 404),
             ),
             "/api/sets/{set}/{key}": _get(
-                "One job of a set", OBJECT, set_name, _param("key", KEY), errors=(404,)
+                "One job of a set, with its timeline",
+                {"type": "object", "required": ["jid", "job", "timeline"]},
+                set_name,
+                _param("key", KEY),
+                errors=(404,),
             ),
-            "/api/features": _get("Cron entries, throttles, batches, locks per queue", OBJECT),
+            "/api/cron": _get(
+                "Cron entries with their last and next run", {"type": "array", "items": OBJECT}
+            ),
+            "/api/cron/{key}/run": _post(
+                "Push one run of a cron entry now (its schedule is unchanged)",
+                {"type": "object", "required": ["jid"]},
+                _param("key", {"type": "string"}),
+                errors=(404,),
+            ),
+            "/api/batches": _get(
+                "Batches, newest first",
+                {
+                    "type": "object",
+                    "required": ["batches", "next_after"],
+                    "properties": {
+                        "batches": {"type": "array", "items": OBJECT},
+                        "next_after": {"type": "string"},
+                    },
+                },
+                _param("after", {"type": "string", "pattern": "^[0-9]{1,18}[.].+$"}, "query"),
+                errors=(400,),
+            ),
+            "/api/batches/{bid}": _get(
+                "A batch: status, callbacks, child batches, failed members",
+                {"type": "object", "required": ["bid", "state", "children", "failed_jids"]},
+                _param("bid", {"type": "string"}),
+                errors=(404,),
+            ),
+            "/api/locks": _get(
+                "Uniqueness locks per queue (count and the soonest to expire)",
+                {"type": "array", "items": OBJECT},
+            ),
+            "/api/queues/{name}/locks/release": _post(
+                "Release uniqueness locks of a queue by key, or all of them",
+                {"type": "object", "required": ["count"]},
+                queue,
+                body={
+                    "type": "object",
+                    "properties": {
+                        "keys": {"type": "array", "items": {"type": "string"}},
+                        "all": {"type": "boolean"},
+                    },
+                },
+                errors=(400, 404),
+            ),
+            "/api/throttles": _get("Throttled queues: limit and slots in use", OBJECT),
             "/api/debug": _get("Storage and runtime figures, masked configuration", OBJECT),
         },
     }
