@@ -49,9 +49,13 @@ class Reader:
     def __init__(self, path: Path | str) -> None:
         self.path = path
         self._conn = db.connect(path, "normal", readonly=True)
+        #: A second connection for ``search``, which its caller runs on another thread.
+        self._search: apsw.Connection | None = None
 
     def close(self) -> None:
         self._conn.close()
+        if self._search is not None:
+            self._search.close()
 
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return cast(list[tuple[Any, ...]], self._conn.execute(sql, params).fetchall())
@@ -75,21 +79,29 @@ class Reader:
             )
         return [Row(int(i), int(p), str(j), bytes(b)) for i, p, j, b in rows]
 
-    def set_page(
-        self,
-        kind: SetName,
-        after: tuple[int, int] | None,
-        limit: int,
-        text: str = "",
-        tag: str = "",
+    def set_page(self, kind: SetName, after: tuple[int, int] | None, limit: int) -> list[Row]:
+        """Entries of a sorted set by score, after (score, id) ``after``."""
+        start = after if after is not None else (-(2**62), -(2**62))
+        rows = self._all(
+            "SELECT id, score, jid, payload FROM sorted WHERE kind = ? AND (score, id) > (?, ?)"
+            " ORDER BY score, id LIMIT ?",
+            (int(kind), start[0], start[1], limit),
+        )
+        return [Row(int(i), int(s), str(j), bytes(b)) for i, s, j, b in rows]
+
+    def search(
+        self, kind: SetName, after: tuple[int, int] | None, limit: int, text: str, tag: str
     ) -> list[Row]:
-        """Entries of a sorted set by score, after (score, id) ``after``; with ``text``,
-        only entries whose JSON contains it (jobtype, jid, error, args, custom); with
-        ``tag``, only those whose ``custom.tags`` holds exactly that tag."""
+        """Like ``set_page``, but only entries whose JSON contains ``text`` (jobtype, jid,
+        error, args, custom) and, with ``tag``, whose ``custom.tags`` holds exactly that
+        tag. It may read the whole set, so it has a connection of its own: call it from
+        one other thread at a time, never from the event loop."""
+        if self._search is None:
+            self._search = db.connect(self.path, "normal", readonly=True)
         start = after if after is not None else (-(2**62), -(2**62))
         # The tag as it appears inside the stored JSON, to skip most rows before parsing.
         needle = msgspec.json.encode(tag)[1:-1]
-        rows = self._all(
+        rows: list[tuple[Any, ...]] = self._search.execute(
             "SELECT id, score, jid, payload FROM sorted WHERE kind = ? AND (score, id) > (?, ?)"
             " AND (? = '' OR instr(payload, ?) > 0)"
             " AND (? = '' OR (instr(payload, ?) > 0 AND json_valid(CAST(payload AS TEXT))"
@@ -97,7 +109,7 @@ class Reader:
             "   WHERE value = ?)))"
             " ORDER BY score, id LIMIT ?",
             (int(kind), start[0], start[1], text, text.encode(), tag, needle, tag, limit),
-        )
+        ).fetchall()
         return [Row(int(i), int(s), str(j), bytes(b)) for i, s, j, b in rows]
 
     def set_entry(self, kind: SetName, key: int) -> Row | None:

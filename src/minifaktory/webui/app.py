@@ -7,6 +7,8 @@ the broker's in-memory counters and job lists from a read-only connection.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from minifaktory.clock import format_ns
-from minifaktory.commands import Services, current_state
+from minifaktory.commands import current_state
 from minifaktory.config import FAKTORY_VERSION, Config
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Job, encode_in_order
 from minifaktory.store import SetName
-from minifaktory.store.reader import Reader
 from minifaktory.webui import openapi, views
 from minifaktory.webui.security import Guard
 from minifaktory.webui.views import Web
@@ -46,9 +47,9 @@ HISTORY_RANGES = {7: "1 week", 30: "1 month", 90: "3 months", 180: "6 months"}
 QUEUE_ACTIONS = ("pause", "resume", "delete")
 
 
-def create_app(services: Services, reader: Reader, config: Config) -> Guard:
+def create_app(web: Web) -> Guard:
     """The ASGI application, wrapped in auth and cross-site protection."""
-    web = Web(services, reader, config)
+    config = web.config
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(version=FAKTORY_VERSION, environment=config.environment,
                                  binding=config.binding)  # fmt: skip
@@ -170,7 +171,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
             keys = [str(k) for k in form.getlist("key")]
             await _set_action(web, kind, keys, str(form.get("action", "")))
             return RedirectResponse(request.url_for("set_list", set=name), status_code=302)
-        rows, after = _set_rows(web, kind, request)
+        rows, after = await _set_rows(web, kind, request)
         return page(request, "sets.html", set=name, title=SET_TITLES[name], rows=rows,
                     next_after=after, q=request.query_params.get("q", ""),
                     tag=request.query_params.get("tag", ""))  # fmt: skip
@@ -181,7 +182,7 @@ def create_app(services: Services, reader: Reader, config: Config) -> Guard:
         return page(request, "job.html", set=name, title=SET_TITLES[name], job=row)
 
     async def set_list_api(request: Request) -> Response:
-        rows, after = _set_rows(web, _set_kind(request.path_params["set"]), request)
+        rows, after = await _set_rows(web, _set_kind(request.path_params["set"]), request)
         return JSONResponse({"jobs": rows, "next_after": after})
 
     async def set_job_api(request: Request) -> Response:
@@ -444,8 +445,9 @@ def _set_kind(name: str) -> SetName:
     return kind
 
 
-def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str, Any]], str]:
-    """One page of a set (keyset paging with ``after=<score>.<id>``) and the next cursor."""
+async def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str, Any]], str]:
+    """One page of a set (keyset paging with ``after=<score>.<id>``) and the next cursor;
+    a search or tag filter runs on the search thread."""
     raw = request.query_params.get("after", "")
     after: tuple[int, int] | None = None
     if raw:
@@ -454,8 +456,12 @@ def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dict[str,
             after = (int(score), _row_id(key))
         except (ValueError, HTTPException):
             raise HTTPException(400, "Invalid parameter: after") from None
-    query = request.query_params
-    rows = web.reader.set_page(kind, after, PAGE_SIZE + 1, query.get("q", ""), query.get("tag", ""))
+    text, tag = request.query_params.get("q", ""), request.query_params.get("tag", "")
+    if text or tag:
+        search = functools.partial(web.reader.search, kind, after, PAGE_SIZE + 1, text, tag)
+        rows = await asyncio.get_running_loop().run_in_executor(web.scanner, search)
+    else:
+        rows = web.reader.set_page(kind, after, PAGE_SIZE + 1)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     cursor = f"{rows[-1].score}.{rows[-1].key}" if more else ""

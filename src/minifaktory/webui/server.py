@@ -14,6 +14,7 @@ from minifaktory.commands import Services
 from minifaktory.config import Config
 from minifaktory.store.reader import Reader
 from minifaktory.webui.app import create_app
+from minifaktory.webui.views import Web
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class WebServer:
         self.socket.bind((host, port))
         self.socket.setblocking(False)
         self.port = int(self.socket.getsockname()[1])
-        app = create_app(services, Reader(db_path), config)
+        self.web = Web(services, Reader(db_path), config)
+        app = create_app(self.web)
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app, log_level="warning", lifespan="off", access_log=False,
@@ -45,7 +47,10 @@ class WebServer:
         """Serve until ``stop()``; shielded from cancellation so that uvicorn can close
         its sockets and connections itself."""
         with anyio.CancelScope(shield=True):
-            await self.server.serve([self.socket])
+            try:
+                await self.server.serve([self.socket])
+            finally:
+                self.web.close()
 
     def stop(self) -> None:
         """Ask uvicorn for its graceful shutdown."""

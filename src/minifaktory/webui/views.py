@@ -7,7 +7,8 @@ API twin cannot drift apart.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -27,15 +28,28 @@ CALLBACK_STATES = {"": "not yet", "1": "pushed", "2": "succeeded"}
 
 @dataclass(eq=False)
 class Web:
-    """What the pages read from."""
+    """What the pages read from.
+
+    Quick reads (a page by key, one job) run on the event loop; searches, which may
+    read a whole set, run on ``scanner``, one thread with its own connection, so the
+    server keeps serving meanwhile.
+    """
 
     services: Services
     reader: Reader
     config: Config
+    scanner: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="minifaktory-search")
+    )
 
     @property
     def broker(self) -> Any:
         return self.services.broker
+
+    def close(self) -> None:
+        """Stop the search thread and close the read connections."""
+        self.scanner.shutdown(wait=True, cancel_futures=True)
+        self.reader.close()
 
 
 def history(web: Web, days: int) -> list[dict[str, Any]]:
