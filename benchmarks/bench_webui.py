@@ -29,6 +29,7 @@ import secrets
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -70,7 +71,7 @@ PAGE_DEADLINE_S = 60.0
 SEED_DEADLINE_S = 300.0
 MS = 1_000_000  # nanoseconds
 MAX_ERRORS = 5  # failed requests after which a page's timing stops
-OPTIONAL_PAGES = ("/more", "/cron", "/batches", "/locks", "/throttles")
+MORE_PAGES = ("/cron", "/batches", "/locks", "/throttles")
 NEXT_LINK = re.compile(r'<a href="(?P<href>\?after=[^"]*)">Next page')
 
 
@@ -254,6 +255,51 @@ def time_page(client: httpx.Client, page: Page, count: int, deadline_s: float) -
     }
 
 
+async def info_latencies(port: int, calls: int, deadline_s: float) -> list[float]:
+    """Seconds per INFO round trip over the wire, up to ``calls`` within ``deadline_s``."""
+    client = await Client.connect(HOST, port)
+    lat: list[float] = []
+    end = time.perf_counter() + deadline_s
+    while len(lat) < calls and time.perf_counter() < end:
+        t = time.perf_counter()
+        await client.info_raw()
+        lat.append(time.perf_counter() - t)
+    await client.close()
+    return lat
+
+
+def info_during_searches(port: int, base_url: str, path: str, calls: int) -> dict[str, Any]:
+    """INFO over the wire while idle, then while another thread runs ``path`` (a search
+    that scans the whole set) back to back: the server must keep serving meanwhile."""
+    idle = run_async(info_latencies(port, calls, 30.0), 60.0)
+    window_s = 3.0
+    stop = threading.Event()
+    searches = [0]
+
+    def search() -> None:
+        with httpx.Client(base_url=base_url, timeout=60.0) as client:
+            while not stop.is_set():
+                request(client, path)
+                searches[0] += 1
+
+    thread = threading.Thread(target=search, daemon=True)
+    thread.start()
+    time.sleep(0.05)  # the first search is under way
+    try:
+        busy = run_async(info_latencies(port, 10**9, window_s), 60.0)
+    finally:
+        stop.set()
+        thread.join(70.0)
+    return {
+        "idle_median_ms": 1000 * statistics.median(idle),
+        "busy_median_ms": 1000 * statistics.median(busy),
+        "busy_p99_ms": 1000 * percentile(busy, 99),
+        "busy_max_ms": 1000 * max(busy),
+        "searches": searches[0],
+        "calls": len(busy),
+    }
+
+
 def wait_web(client: httpx.Client, deadline_s: float = 15.0) -> None:
     """Request ``/health`` until it answers 200 (the Web UI starts next to the listener)."""
     end = time.perf_counter() + deadline_s
@@ -350,14 +396,8 @@ def pages_to_time(
         Page("/morgue (empty)", "/morgue"),
         Page("/busy", "/busy"),
         Page("/debug", "/debug"),
+        *(Page(path, path) for path in MORE_PAGES),
     ]
-    # The "Cron & more" pages: whichever of these this build serves.
-    for path in OPTIONAL_PAGES:
-        status, _ = request(client, path)
-        if status == "404":
-            notes.append(f"{path} answers 404 in this build: not timed")
-        else:
-            pages.append(Page(path, path))
     pages.append(
         Page(
             f"/scheduled?q={NEEDLE} search (scans)",
@@ -553,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
                         f" p99 {entry['p99_ms']:.2f} ms ({entry['requests']} requests)"
                     )
                 results["pages"] = measured
+                searching = next(p for p in pages if not p.target)
+                results["info_during_search"] = info_during_searches(
+                    proc.port, f"http://{HOST}:{web_port}", searching.path, args.requests * 5
+                )
                 results["timing_elapsed_s"] = time.perf_counter() - timing_start
                 if profile_dir is not None:
                     profiles: dict[str, list[str]] = {}
@@ -578,6 +622,13 @@ def main(argv: list[str] | None = None) -> int:
     for page in results["pages"]:
         if "?" in page["path"]:
             print(f"  {page['label']}: {page['path']}")
+    during = results["info_during_search"]
+    print(
+        f"\nINFO over the wire: median {during['idle_median_ms']:.2f} ms idle;"
+        f" {during['busy_median_ms']:.2f} ms median, {during['busy_p99_ms']:.2f} ms p99,"
+        f" {during['busy_max_ms']:.2f} ms max while {during['searches']} searches ran"
+        " back to back (they run on a thread of their own)"
+    )
     for note in notes:
         print(f"  note: {note}")
     for label, lines in results.get("profiles", {}).items():
