@@ -87,6 +87,10 @@ def test_bad_input_is_a_clear_error(web: tuple[RunningServer, httpx.Client]) -> 
     }
     assert http.post("/queues", data={"queue": "default"}, headers=SAME).status_code == 400
     assert http.get("/api/queues/default/pause").status_code == 405
+    for path in ("/api/cron/x/run", "/api/queues/default/locks/release"):
+        assert http.get(path).status_code == 405, path  # no action by GET
+    for path in ("/batches", "/throttles", "/api/locks", "/batches/b-1"):
+        assert http.post(path, headers=SAME).status_code == 405, path
     assert http.get("/nowhere").status_code == 404
     assert srv.info()["faktory"]["queues"] == {"default": 1}
 

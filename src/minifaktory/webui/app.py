@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse as _StarletteJSON
@@ -45,6 +46,21 @@ class JSONResponse(_StarletteJSON):
 
 HISTORY_RANGES = {7: "1 week", 30: "1 month", 90: "3 months", 180: "6 months"}
 QUEUE_ACTIONS = ("pause", "resume", "delete")
+
+
+class SetNameConvertor(Convertor[str]):
+    """The names of the three sets in URLs: /retries, /scheduled, /morgue (or /dead)."""
+
+    regex = "retries|scheduled|morgue|dead"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("setname", SetNameConvertor())
 
 
 def create_app(web: Web) -> Guard:
@@ -311,9 +327,8 @@ def create_app(web: Web) -> Guard:
         Route("/api/sets/{set}/actions", set_action_api, methods=["POST"]),
         Route("/api/sets/{set}/{key}", set_job_api),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-        # Last: /retries, /scheduled, /morgue and their job pages.
-        Route("/{set:str}", set_list, methods=["GET", "POST"], name="set_list"),
-        Route("/{set:str}/{key}", set_job, name="set_job"),
+        Route("/{set:setname}", set_list, methods=["GET", "POST"], name="set_list"),
+        Route("/{set:setname}/{key}", set_job, name="set_job"),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error})
     return Guard(app, web_password(config))
