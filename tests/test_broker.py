@@ -11,7 +11,7 @@ from minifaktory.broker import Broker
 from minifaktory.clock import FakeClock
 from minifaktory.errors import StoreError
 from minifaktory.payloads import job_decoder
-from minifaktory.store import Store
+from minifaktory.store import SetName, Store
 
 
 def _job(jid: str) -> bytes:
@@ -25,7 +25,7 @@ def test_failed_commit_rolls_back_and_reloads(tmp_path: Path) -> None:
         await broker.push(job_decoder.decode(_job("kept-job-1")))
         original = store.commit
 
-        def broken() -> None:
+        def broken() -> bool:
             raise StoreError("disk full")
 
         store.commit = broken  # type: ignore[method-assign]
@@ -47,10 +47,10 @@ def test_group_commit_shares_one_transaction(tmp_path: Path) -> None:
         commits = 0
         original = store.commit
 
-        def counting() -> None:
+        def counting() -> bool:
             nonlocal commits
             commits += 1
-            original()
+            return original()
 
         store.commit = counting  # type: ignore[method-assign]
         await asyncio.gather(
@@ -109,6 +109,40 @@ def test_full_durability_acknowledges_only_after_the_wal_is_synced(tmp_path: Pat
         await asyncio.gather(first, second, third)
         assert len(calls) == 2
         await asyncio.to_thread(broker.close)
+        store.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("durability", ["normal", "full"])
+def test_an_idle_server_probes_that_its_file_takes_writes(tmp_path: Path, durability: str) -> None:
+    async def scenario() -> None:
+        store = Store(tmp_path / "p.db", durability)
+        clock = FakeClock()
+        broker = Broker(store, clock)
+        assert (broker.last_write_ns, broker.write_error) == (0, "")
+        assert await broker.probe(clock.now_ns()) == 1  # nothing written yet: probe
+        assert broker.last_write_ns == clock.now_ns()
+        clock.advance(10)
+        assert await broker.probe(clock.now_ns()) == 0  # a write 10 s ago is recent enough
+        await broker.push(job_decoder.decode(_job("fresh-job-1")))
+        assert broker.last_write_ns == clock.now_ns()  # any write counts
+        clock.advance(31)
+        original = store.commit
+
+        def broken() -> bool:
+            raise StoreError("disk I/O error")
+
+        store.commit = broken  # type: ignore[method-assign]
+        assert await broker.probe(clock.now_ns()) == 0
+        assert broker.write_error == "disk I/O error"
+        store.commit = original  # type: ignore[method-assign]
+        assert await broker.probe(clock.now_ns()) == 1
+        assert broker.write_error == "" and broker.last_write_ns == clock.now_ns()
+        clock.advance(1)
+        await broker.enqueue_due(SetName.SCHEDULED, clock.now_ns())  # a commit writing nothing
+        assert broker.last_write_ns == clock.now_ns() - 10**9
+        broker.close()
         store.close()
 
     asyncio.run(scenario())

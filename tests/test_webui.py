@@ -50,6 +50,15 @@ def test_health_and_stats(web: tuple[RunningServer, httpx.Client]) -> None:
     assert list(stats.json()) == ["now", "server_utc_time", "faktory", "server"]
 
 
+def test_probes(web: tuple[RunningServer, httpx.Client]) -> None:
+    srv, http = web
+    assert http.get("/healthz").json()["server"]["description"] == "Faktory"
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert ready.json()["store"]["last_write"]  # an idle server wrote its probe row
+    assert srv.info()["server"]["store"]["writable"] is True
+
+
 def test_dashboard_and_history(web: tuple[RunningServer, httpx.Client]) -> None:
     srv, http = web
     push(srv, job(queue="mail"))

@@ -552,16 +552,18 @@ def test_info_shape(client: WireClient) -> None:
     ]  # fmt: skip
     assert list(data["sets"]) == ["scheduled", "retries", "dead", "working"]
     assert sorted(data["tasks"]) == [
-        "Busy", "Cron", "Dead", "Expired", "Retries", "Scheduled", "Workers",
+        "Busy", "Cron", "Dead", "Expired", "Probe", "Retries", "Scheduled", "Workers",
     ]  # fmt: skip
     assert data["tasks"]["Dead"].keys() == {"cycles", "enqueued", "size", "wall_time_sec"}
     server = state["server"]
     assert isinstance(server, dict)
     assert list(server) == [
         "description", "faktory_version", "uptime", "connections", "command_count",
-        "used_memory_mb",
+        "used_memory_mb", "store",
     ]  # fmt: skip
     assert server["description"] == "Faktory" and server["faktory_version"] == "1.10.0"
+    assert server["store"] == {"writable": True, "last_write": server["store"]["last_write"],
+                               "error": ""}  # fmt: skip
     assert server["connections"] == 1
     assert re.fullmatch(r"\d\d:\d\d:\d\d UTC", str(state["server_utc_time"]))
 

@@ -319,7 +319,18 @@ def current_state(services: Services) -> dict[str, Any]:
             "connections": services.stats.connections,
             "command_count": services.stats.commands,
             "used_memory_mb": used_memory_mb(),
+            # Beyond Faktory's document: whether the file takes writes, for health checks.
+            "store": store_health(broker),
         },
+    }
+
+
+def store_health(broker: Any) -> dict[str, Any]:
+    """Whether the last write reached the disk, when it did, and the error if not."""
+    return {
+        "writable": not broker.write_error,
+        "last_write": format_ns(broker.last_write_ns) if broker.last_write_ns else "",
+        "error": broker.write_error,
     }
 
 

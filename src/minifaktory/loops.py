@@ -83,6 +83,7 @@ def standard_tasks(
         Task("Workers", 15, reap_workers, lambda: len(registry.workers), scanner=False),
         Task("Expired", 15, broker.purge_expired, lambda: broker.expired),
         Task("Cron", 1, fire_cron, lambda: len(cron())),
+        Task("Probe", 10, broker.probe, lambda: 0, scanner=False),
     ]
 
 

@@ -8,13 +8,15 @@ import msgspec
 from minifaktory import jobs, options
 from minifaktory.batches import BatchBook
 from minifaktory.clock import NS, parse_ns
-from minifaktory.errors import CommandError
+from minifaktory.errors import CommandError, StoreError
 from minifaktory.payloads import Filter, Job, encode, job_decoder
 from minifaktory.state import BrokerState
 from minifaktory.store import SetName, StoredJob
 
 #: Scanners move at most this many entries per query, looping while batches are full.
 SCAN_BATCH = 100
+#: An idle server proves its file takes writes this often (health checks read it).
+PROBE_AFTER_NS = 30 * NS
 #: How timelines name the sets.
 SET_LABELS = {SetName.SCHEDULED: "scheduled", SetName.RETRIES: "retries", SetName.DEAD: "dead"}
 #: Reservation expiry handles this many per query (Faktory: 10).
@@ -77,6 +79,19 @@ class Maintenance(BrokerState):
                     break
         await done
         return expired
+
+    async def probe(self, now: int) -> int:
+        """Write the probe row when nothing was written for ``PROBE_AFTER_NS``, so an
+        idle server still finds out that its file stopped taking writes; 1 if it wrote."""
+        if now - self.last_write_ns < PROBE_AFTER_NS:
+            return 0
+        with self._change() as done:
+            self.store.probe(now)
+        try:
+            await done
+        except StoreError:
+            return 0  # recorded in write_error by the commit
+        return 1
 
     # -- queues (spec §4.2) --------------------------------------------------------------
 

@@ -114,6 +114,11 @@ class BrokerState:
         #: Group commits and WAL fsyncs: how many, and how long they took (Debug page).
         self.commit_stats = Timing()
         self.sync_stats = Timing()
+        #: When a commit that changed rows last reached the disk, and the last storage
+        #: error since then ('' when the latest write succeeded), for health checks.
+        self.last_write_ns = 0
+        self.write_error = ""
+        self._unsynced_wrote = False
         self.load()
 
     def set_throttles(self, throttles: Iterable[Throttle]) -> None:
@@ -187,20 +192,28 @@ class BrokerState:
                 self._days = {}
                 self._expired_delta = 0
             started = time.perf_counter()
-            self.store.commit()
+            wrote = self.store.commit()
             self.commit_stats.add(time.perf_counter() - started)
         except Exception as exc:
             log.error("storage error, rolling back: %s", exc)
+            self.write_error = str(exc)
             self.store.rollback()
             self.load()
             _fail_all([fut], exc if isinstance(exc, StoreError) else StoreError(str(exc)))
         else:
             if self.store.sync_after_commit:
                 self._unsynced.append(fut)
+                self._unsynced_wrote |= wrote
                 if not self._syncing:
                     self._sync()
             else:
+                if wrote:
+                    self._wrote()
                 fut.set_result(None)
+
+    def _wrote(self) -> None:
+        self.last_write_ns = self.clock.now_ns()
+        self.write_error = ""
 
     def _sync(self) -> None:
         """fsync the WAL off the event loop for every commit made since the last sync.
@@ -209,6 +222,7 @@ class BrokerState:
         wait for the following sync. One fsync thus covers many commits.
         """
         batch, self._unsynced = self._unsynced, []
+        wrote, self._unsynced_wrote = self._unsynced_wrote, False
         self._syncing = True
         started = time.perf_counter()
         synced = self.loop.run_in_executor(self._sync_thread, self.store.sync)
@@ -218,10 +232,13 @@ class BrokerState:
             self.sync_stats.add(time.perf_counter() - started)
             exc = result.exception()
             if exc is None:
+                if wrote:
+                    self._wrote()
                 for fut in batch:
                     fut.set_result(None)
             else:
                 log.critical("fsync of the write-ahead log failed: %s", exc)
+                self.write_error = f"fsync failed: {exc}"
                 _fail_all(batch, StoreError(f"fsync failed: {exc}"))
             if self._unsynced:
                 self._sync()

@@ -135,6 +135,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX job_events_at ON job_events (at);
     CREATE INDEX batches_created ON batches (created_at);
     """,
+    # 7: one row an idle server rewrites now and then to prove the file takes writes.
+    """
+    CREATE TABLE probe (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        at INTEGER NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -110,6 +110,7 @@ class Store:
         #: ``CHECKPOINT_PAGES``, as SQLite's auto-checkpoint does, but timed).
         self.checkpoints = Timing()
         self._conn.set_wal_hook(self._wal_hook)
+        self._changes_committed = self._conn.total_changes()
 
     def _wal_hook(self, conn: apsw.Connection, name: str, pages: int) -> int:
         if pages >= CHECKPOINT_PAGES:
@@ -146,12 +147,20 @@ class Store:
         """Open the write transaction that the next verbs run in."""
         self._cur.execute("BEGIN IMMEDIATE")
 
-    def commit(self) -> None:
-        """Make every verb since ``begin()`` durable."""
+    def commit(self) -> bool:
+        """Make every verb since ``begin()`` durable; whether any row changed."""
+        changes = self._conn.total_changes()
         try:
             self._cur.execute("COMMIT")
         except apsw.Error as exc:
             raise StoreError(f"commit failed: {exc}") from exc
+        wrote = changes != self._changes_committed
+        self._changes_committed = changes
+        return wrote
+
+    def probe(self, now: int) -> None:
+        """Rewrite the probe row: a write that changes nothing else."""
+        self._cur.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (now,))
 
     def rollback(self) -> None:
         """Undo every verb since ``begin()``; harmless when none is open."""

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from minifaktory.clock import format_ns
-from minifaktory.commands import current_state
+from minifaktory.commands import current_state, store_health
 from minifaktory.config import FAKTORY_VERSION, Config
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Job, encode_in_order
@@ -88,6 +88,15 @@ def create_app(web: Web) -> Guard:
             "server": {k: server[k] for k in ("description", "faktory_version", "connections",
                                               "command_count")},
         })  # fmt: skip
+
+    async def ready(request: Request) -> Response:
+        """Ready when the store takes writes: an idle server writes its probe row first."""
+        await web.broker.probe(web.services.clock.now_ns())
+        health = store_health(web.broker)
+        return JSONResponse(
+            {"ready": health["writable"], "store": health},
+            status_code=200 if health["writable"] else 503,
+        )
 
     async def stats(request: Request) -> Response:
         return JSONResponse(current_state(web.services), headers={"Cache-Control": "no-cache"})
@@ -293,6 +302,8 @@ def create_app(web: Web) -> Guard:
     routes = [
         Route("/", dashboard, name="dashboard"),
         Route("/health", health, methods=["GET", "HEAD"]),
+        Route("/healthz", health, methods=["GET", "HEAD"]),
+        Route("/readyz", ready, methods=["GET", "HEAD"]),
         Route("/stats", stats),
         Route("/queues", queues, methods=["GET", "POST"], name="queues"),
         Route("/queues/{name}", queue_page, methods=["GET", "POST"], name="queue_page"),

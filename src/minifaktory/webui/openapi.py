@@ -106,6 +106,23 @@ def description() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object", "required": ["now", "server"]})},
                 }
             },
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness, as /health (never asks for a password)",
+                    "responses": {"200": _json({"type": "object", "required": ["now", "server"]})},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: 200 when the database takes writes, else 503",
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["ready", "store"]}),
+                        "503": _json(
+                            {"type": "object", "required": ["ready", "store"]}, "Not ready"
+                        ),
+                    },
+                }
+            },
             "/stats": _get("INFO, as the dashboard polls it", info),
             "/api/info": _get("INFO", info),
             "/api/history": _get(

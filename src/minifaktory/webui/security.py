@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = ("/static/", "/health")
+OPEN_PATHS = ("/static/", "/health", "/readyz")
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
