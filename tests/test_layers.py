@@ -33,8 +33,9 @@ LAYERS = {
         "webui.server",
         "webui.openapi",
         "webui.views",
+        "client",
     ],
-    "app": ["app", "cli", "testing", "__init__", "__main__"],
+    "app": ["app", "cli", "testing", "__init__", "__main__", "tools", "tools.health"],
 }
 ORDER = list(LAYERS)
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}

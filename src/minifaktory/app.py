@@ -104,6 +104,7 @@ class Server:
                 if web is not None:
                     tg.start_soon(web.serve)
                 task_status.started(self)
+                tg.start_soon(broker.probe, self.clock.now_ns())  # prove the file takes writes
                 try:
                     await runner.run()
                 finally:

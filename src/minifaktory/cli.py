@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TextIO, cast
 
+from minifaktory import tools
 from minifaktory.config import (
     FAKTORY_VERSION,
     USAGE,
@@ -126,19 +127,22 @@ def main(
 ) -> int:
     """Entry point of the ``minifaktory`` command; returns the process exit status."""
     args = sys.argv[1:] if argv is None else argv
+    env = os.environ if environ is None else environ
+    if args and args[0] in tools.TOOLS:
+        return tools.load(args[0])(args[1:], env)
     try:
         flags = parse_flags(args)
     except UsageError as exc:
         print(f"{NAME}: {exc}\n{USAGE}", file=sys.stderr)
         return 2
     if flags.help:
-        print(USAGE)
+        print(f"{USAGE}\nTools (minifaktory <tool> --help):\n{tools.summary()}")
         return 0
     if flags.version:
         print(version_text())
         return 0
     try:
-        config = config_from_flags(flags, os.environ if environ is None else environ)
+        config = config_from_flags(flags, env)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

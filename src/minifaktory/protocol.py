@@ -170,3 +170,57 @@ def greeting(challenge: Challenge | None) -> bytes:
     if challenge is None:
         return b'+HI {"v":2}\r\n'
     return b'+HI {"v":2,"i":%d,"s":"%s"}\r\n' % (challenge.iterations, challenge.salt.encode())
+
+
+# -- the client's side -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One server reply: ``+`` simple string, ``-`` error, or ``$`` bulk (``None``: null)."""
+
+    kind: str
+    data: bytes | None
+
+
+class ReplyReader:
+    """Incremental parser of the server's RESP2 replies, for clients."""
+
+    __slots__ = ("_buf", "_need")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        #: The length of the bulk string whose body is awaited, or -1.
+        self._need = -1
+
+    def feed(self, data: bytes) -> list[Reply]:
+        """Add bytes; return every complete reply."""
+        out: list[Reply] = []
+        buf = self._buf
+        buf += data
+        start = 0
+        while True:
+            if self._need >= 0:
+                end = start + self._need
+                if len(buf) < end + 2:
+                    break
+                out.append(Reply("$", bytes(buf[start:end])))
+                start, self._need = end + 2, -1
+                continue
+            nl = buf.find(b"\r\n", start)
+            if nl < 0:
+                break
+            kind, body = chr(buf[start]) if nl > start else "", bytes(buf[start + 1 : nl])
+            start = nl + 2
+            if kind in ("+", "-"):
+                out.append(Reply(kind, body))
+            elif kind == "$" and body.lstrip(b"-").isdigit():
+                size = int(body)
+                if size < 0:
+                    out.append(Reply("$", None))
+                else:
+                    self._need = size
+            else:
+                raise ValueError(f"not a Faktory reply: {kind!r} {body[:80]!r}")
+        del buf[:start]
+        return out
