@@ -35,7 +35,17 @@ LAYERS = {
         "webui.views",
         "client",
     ],
-    "app": ["app", "cli", "testing", "__init__", "__main__", "tools", "tools.health"],
+    "app": [
+        "app",
+        "cli",
+        "testing",
+        "__init__",
+        "__main__",
+        "tools",
+        "tools.health",
+        "tools.backup",
+        "tools.restore",
+    ],
 }
 ORDER = list(LAYERS)
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}

@@ -79,7 +79,7 @@ class Server:
             asyncio.get_running_loop()
         except RuntimeError:
             raise ConfigError("minifaktory runs on the asyncio backend of anyio") from None
-        store = Store(self.db_path, self.config.durability)
+        store = Store(self.db_path, self.config.durability, serve=True)
         listener: Listener | None = None
         try:
             throttles = parse_throttles(self.config.toml).values()

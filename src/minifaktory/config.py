@@ -254,6 +254,17 @@ def _home(environ: Mapping[str, str]) -> Path:
     return Path(home) if home else Path.home()
 
 
+def database_path(
+    db: str | None, data_dir: str | None, environment: str | None, environ: Mapping[str, str]
+) -> Path | str:
+    """The file a server started with ``--db``, ``-d`` and ``-e`` would use (for the tools)."""
+    if db is not None:
+        return _db_path(db) or db
+    flags = Flags(environment=environment, data_dir=data_dir or DEFAULT_DATA_DIR)
+    data, _ = _directories(flags, resolve_environment(environment, environ), environ)
+    return data / DB_FILENAME
+
+
 def _directories(flags: Flags, environment: str, environ: Mapping[str, str]) -> tuple[Path, Path]:
     """Storage and config dirs; development moves the untouched defaults under ``~/.faktory``."""
     data_dir, config_dir = Path(flags.data_dir), Path(flags.config_dir)

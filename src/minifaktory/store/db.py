@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import apsw
@@ -42,3 +44,105 @@ def connect(path: Path | str, durability: str, *, readonly: bool = False) -> aps
     except apsw.Error as exc:
         raise StoreError(f"cannot open database {target}: {exc}") from exc
     return conn
+
+
+def hold(path: Path | str) -> int | None:
+    """Mark the file as served by this process (an exclusive ``flock``, released when
+    the returned descriptor is closed); StoreError when another server holds it."""
+    if str(path) == ":memory:":
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"{path} is in use by another minifaktory server: stop it first") from None
+    return fd
+
+
+def in_use(path: Path | str) -> bool:
+    """Whether a server holds the file (see ``hold``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def backup(source: Path | str, target: Path) -> int:
+    """Copy the database at ``source`` into the new file ``target``, consistently, while a
+    server may be writing it (one read transaction; the copy is compacted); its size."""
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        partial.unlink(missing_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot write {target}: {exc}") from exc
+    try:
+        conn = apsw.Connection(str(source), flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as exc:
+        raise StoreError(f"cannot open database {source}: {exc}") from exc
+    try:
+        conn.set_busy_timeout(5_000)
+        conn.execute("VACUUM INTO ?", (str(partial),))
+    except apsw.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise StoreError(f"cannot write {target}: {exc}") from exc
+    finally:
+        conn.close()
+    try:
+        _durable_rename(partial, target)
+    except OSError as exc:
+        raise StoreError(f"cannot write {target}: {exc}") from exc
+    return target.stat().st_size
+
+
+def check(path: Path) -> str:
+    """SQLite's integrity check of a file, and its schema version: '' when it is sound."""
+    try:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    except apsw.Error as exc:
+        return f"cannot open {path}: {exc}"
+    try:
+        found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        if found != ["ok"]:
+            return f"{path} is damaged: {'; '.join(found[:3])}"
+        app_id = conn.execute("PRAGMA application_id").fetchone()
+        if schema.version(conn) == 0 or not app_id or app_id[0] != schema.APPLICATION_ID:
+            return f"{path} is not a minifaktory database"
+        if schema.version(conn) > schema.SCHEMA_VERSION:
+            return f"{path} was written by a newer minifaktory (schema {schema.version(conn)})"
+    except apsw.Error as exc:
+        return f"{path} is not a SQLite database: {exc}"
+    finally:
+        conn.close()
+    return ""
+
+
+def restore(backup_file: Path, target: Path) -> None:
+    """Replace the database ``target`` (no server may hold it) with a copy of a backup."""
+    partial = target.with_name(f".{target.name}.partial")
+    with backup_file.open("rb") as src, partial.open("wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+        dst.flush()
+        os.fsync(dst.fileno())
+    for suffix in ("-wal", "-shm"):
+        Path(f"{target}{suffix}").unlink(missing_ok=True)
+    _durable_rename(partial, target)
+
+
+def _durable_rename(partial: Path, target: Path) -> None:
+    with partial.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(partial, target)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

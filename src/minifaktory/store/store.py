@@ -96,7 +96,9 @@ class Snapshot:
 class Store:
     """The SQLite store. Not thread-safe: use it from one thread."""
 
-    def __init__(self, path: Path | str, durability: str = "full") -> None:
+    def __init__(self, path: Path | str, durability: str = "full", *, serve: bool = False) -> None:
+        """Open (creating and migrating) the file; with ``serve``, also mark it as served
+        by this process, so a second server, a restore or a migration refuses it."""
         self.path = path
         #: Durability "full" on a file: SQLite commits without syncing (synchronous=NORMAL)
         #: and the caller runs ``sync()`` before acknowledging, so that one fsync,
@@ -111,6 +113,13 @@ class Store:
         self.checkpoints = Timing()
         self._conn.set_wal_hook(self._wal_hook)
         self._changes_committed = self._conn.total_changes()
+        self._held: int | None = None
+        if serve:
+            try:
+                self._held = db.hold(path)
+            except StoreError:
+                self._conn.close()
+                raise
 
     def _wal_hook(self, conn: apsw.Connection, name: str, pages: int) -> int:
         if pages >= CHECKPOINT_PAGES:
@@ -137,6 +146,9 @@ class Store:
     def close(self) -> None:
         """Close the connection (rolls back an open transaction)."""
         self._conn.close()
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
         if self._wal_fd is not None:
             os.close(self._wal_fd)
             self._wal_fd = None

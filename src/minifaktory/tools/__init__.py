@@ -15,6 +15,8 @@ Tool = Callable[[Sequence[str], Mapping[str, str]], int]
 #: Tool name → (module, one-line summary for ``minifaktory --help``).
 TOOLS: dict[str, tuple[str, str]] = {
     "health": ("minifaktory.tools.health", "check a running server over the protocol (exit 0/1)"),
+    "backup": ("minifaktory.tools.backup", "copy the live database consistently"),
+    "restore": ("minifaktory.tools.restore", "put a backup back (server stopped)"),
 }
 
 
