@@ -81,9 +81,8 @@ def test_bad_paths_and_files(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 def test_a_second_server_on_the_same_file_is_refused(tmp_path: Path) -> None:
     live = tmp_path / "live.db"
-    with minifaktory.run(db_path=live):
-        with pytest.raises(StoreError, match="in use by another minifaktory server"):
-            with minifaktory.run(db_path=live):
-                pass
+    refused = pytest.raises(StoreError, match="in use by another minifaktory server")
+    with minifaktory.run(db_path=live), refused, minifaktory.run(db_path=live):
+        pass
     with minifaktory.run(db_path=live):  # released when the first one stopped
         pass
