@@ -21,6 +21,7 @@ LAYERS = {
         "throttles",
         "cron",
         "config",
+        "tls",
     ],
     "store": ["store", "store.db", "store.schema", "store.store", "store.reader"],
     "domain": ["batches", "state", "maintenance", "broker", "notify", "workers", "loops"],
@@ -45,6 +46,7 @@ LAYERS = {
         "tools.health",
         "tools.backup",
         "tools.restore",
+        "tools.admin",
     ],
 }
 ORDER = list(LAYERS)

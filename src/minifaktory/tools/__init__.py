@@ -1,7 +1,7 @@
 """The ``minifaktory`` command's tools: ``minifaktory <tool> ...`` next to the server itself.
 
-Each tool is a module with ``main(argv, environ) -> exit status``, imported only
-when it runs, so the server's start-up pays for none of them.
+Each tool is a function ``(argv, environ) -> exit status`` in a module imported
+only when it runs, so the server's start-up pays for none of them.
 """
 
 from __future__ import annotations
@@ -12,18 +12,23 @@ from typing import cast
 
 Tool = Callable[[Sequence[str], Mapping[str, str]], int]
 
-#: Tool name → (module, one-line summary for ``minifaktory --help``).
+#: Tool name → ("module:function", one-line summary for ``minifaktory --help``).
 TOOLS: dict[str, tuple[str, str]] = {
-    "health": ("minifaktory.tools.health", "check a running server over the protocol (exit 0/1)"),
-    "backup": ("minifaktory.tools.backup", "copy the live database consistently"),
-    "restore": ("minifaktory.tools.restore", "put a backup back (server stopped)"),
+    "health": ("minifaktory.tools.health:main", "check a server over the protocol (exit 0/1)"),
+    "info": ("minifaktory.tools.admin:info", "totals of a running server"),
+    "queues": ("minifaktory.tools.admin:queues", "queues with size, latency, paused"),
+    "queue": ("minifaktory.tools.admin:queue", "pause, resume or clear queues"),
+    "jobs": ("minifaktory.tools.admin:jobs", "list, show, edit, delete, retry or kill jobs"),
+    "workers": ("minifaktory.tools.admin:workers", "list workers; quiet or terminate them"),
+    "backup": ("minifaktory.tools.backup:main", "copy the live database consistently"),
+    "restore": ("minifaktory.tools.restore:main", "put a backup back (server stopped)"),
 }
 
 
 def load(name: str) -> Tool:
-    """The ``main`` function of tool ``name``."""
-    module = importlib.import_module(TOOLS[name][0])
-    return cast(Tool, module.main)
+    """The function that runs tool ``name``."""
+    module, _, function = TOOLS[name][0].partition(":")
+    return cast(Tool, getattr(importlib.import_module(module), function))
 
 
 def summary() -> str:
