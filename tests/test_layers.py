@@ -47,6 +47,7 @@ LAYERS = {
         "tools.backup",
         "tools.restore",
         "tools.admin",
+        "tools.migrate",
     ],
 }
 ORDER = list(LAYERS)

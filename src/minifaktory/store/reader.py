@@ -60,6 +60,10 @@ class Reader:
     def _all(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         return cast(list[tuple[Any, ...]], self._conn.execute(sql, params).fetchall())
 
+    def queue_names(self) -> list[str]:
+        """Every queue that has (or had) jobs, by name."""
+        return [str(r[0]) for r in self._all("SELECT name FROM queues ORDER BY name")]
+
     def queue_page(self, queue: str, after: int | None, limit: int) -> list[Row]:
         """Jobs of a queue in fetch order (priority, then FIFO), after row ``after``."""
         if after is None:

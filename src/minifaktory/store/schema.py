@@ -142,6 +142,15 @@ MIGRATIONS: tuple[str, ...] = (
         at INTEGER NOT NULL
     );
     """,
+    # 8: jobs ``minifaktory migrate`` has handed to another server, so a re-run skips them.
+    """
+    CREATE TABLE migrated (
+        target TEXT NOT NULL,
+        jid    TEXT NOT NULL,
+        at     INTEGER NOT NULL,
+        PRIMARY KEY (target, jid)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

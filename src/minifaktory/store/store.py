@@ -571,6 +571,23 @@ class Store:
         self._cur.execute("DELETE FROM job_events WHERE at < ?", (before,))
         return int(self._conn.changes())
 
+    # -- migration ledger ----------------------------------------------------------
+
+    def migrated(self, target: str, jids: Sequence[str]) -> set[str]:
+        """Which of ``jids`` were already handed to ``target``."""
+        out: set[str] = set()
+        for jid in jids:
+            if self._one("SELECT 1 FROM migrated WHERE target = ? AND jid = ?", (target, jid)):
+                out.add(jid)
+        return out
+
+    def record_migrated(self, target: str, jids: Sequence[str], now: int) -> None:
+        """Remember that ``target`` accepted these jobs."""
+        self._cur.executemany(
+            "INSERT OR IGNORE INTO migrated (target, jid, at) VALUES (?, ?, ?)",
+            [(target, jid, now) for jid in jids],
+        )
+
     # -- counters ----------------------------------------------------------------
 
     def add_counts(self, totals: dict[str, int], days: dict[str, list[int]]) -> None:

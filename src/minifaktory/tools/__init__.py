@@ -22,6 +22,7 @@ TOOLS: dict[str, tuple[str, str]] = {
     "workers": ("minifaktory.tools.admin:workers", "list workers; quiet or terminate them"),
     "backup": ("minifaktory.tools.backup:main", "copy the live database consistently"),
     "restore": ("minifaktory.tools.restore:main", "put a backup back (server stopped)"),
+    "migrate": ("minifaktory.tools.migrate:main", "move the jobs to another Faktory server"),
 }
 
 
