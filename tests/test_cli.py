@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -253,6 +254,30 @@ def test_logging_to_filters_by_level(capsys: pytest.CaptureFixture[str]) -> None
     assert "quiet" not in err
     assert "after" not in err
     assert re.match(r"^W \S+ loud$", err)
+
+
+def test_json_log_lines_carry_the_records_data(capsys: pytest.CaptureFixture[str]) -> None:
+    log = logging.getLogger("minifaktory.test")
+    with logging_to(sys.stderr, "info", "json"):
+        log.warning("worker %s is late", "w-1", extra={"wid": "w-1", "jids": ["a", "b"]})
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("it broke")
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines()[:2])
+    assert first["level"] == "warn" and first["message"] == "worker w-1 is late"
+    assert (first["wid"], first["jids"], first["logger"]) == ("w-1", ["a", "b"], "minifaktory.test")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["time"])
+    assert second["level"] == "error" and "ValueError: boom" in second["error"]
+
+
+def test_log_format_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--log-format", "xml"], environ={}, runner=lambda config: None) == 1
+    assert "log format" in capsys.readouterr().err
+    seen: list[str] = []
+    assert main(["--log-format", "json"], environ={},
+                runner=lambda config: seen.append(config.log_format)) == 0  # fmt: skip
+    assert seen == ["json"]
 
 
 def test_python_dash_m(tmp_path: Path) -> None:

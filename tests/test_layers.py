@@ -19,12 +19,23 @@ LAYERS = {
         "jobs",
         "options",
         "throttles",
+        "limits",
         "cron",
         "config",
         "tls",
+        "metrics",
     ],
     "store": ["store", "store.db", "store.schema", "store.store", "store.reader"],
-    "domain": ["batches", "state", "maintenance", "broker", "notify", "workers", "loops"],
+    "domain": [
+        "batches",
+        "state",
+        "maintenance",
+        "broker",
+        "notify",
+        "workers",
+        "governance",
+        "loops",
+    ],
     "adapters": [
         "commands",
         "server",
@@ -34,7 +45,9 @@ LAYERS = {
         "webui.server",
         "webui.openapi",
         "webui.views",
+        "webui.prometheus",
         "client",
+        "statsd",
     ],
     "app": [
         "app",
@@ -54,6 +67,8 @@ ORDER = list(LAYERS)
 LAYER_OF = {mod: layer for layer, mods in LAYERS.items() for mod in mods}
 IO_MODULES = {"asyncio", "anyio", "apsw", "socket", "uvloop"}
 WEB_MODULES = {"starlette", "jinja2", "uvicorn", "multipart", "httpx"}
+#: prometheus_client belongs to the module that renders /metrics, and to no other.
+PROMETHEUS_MODULE = "webui.prometheus"
 SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE FROM|CREATE TABLE)\b")
 
 
@@ -89,6 +104,8 @@ def test_layering(name: str, path: Path) -> None:
                 assert top not in IO_MODULES, f"pure module {name} imports {top}"
             if top in WEB_MODULES:
                 assert name.startswith("webui"), f"{name} imports the web stack ({top})"
+            if top == "prometheus_client":
+                assert name == PROMETHEUS_MODULE, f"{name} imports prometheus_client"
             continue
         target = imported.removeprefix("minifaktory.")
         while target not in LAYER_OF and "." in target:

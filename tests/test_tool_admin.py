@@ -62,12 +62,13 @@ def test_jobs_in_sets(capsys: pytest.CaptureFixture[str], srv: RunningServer) ->
     tagged = json.loads(run(capsys, srv, "jobs", "list", "retries", "--tag", "billing",
                             "--json")[1])  # fmt: skip
     assert sorted(j["jid"] for j in tagged) == [f"failing-job-{i:03d}" for i in (1, 3, 5)]
+    key_of_3 = next(j["key"] for j in tagged if j["jid"] == "failing-job-003")
     shown = json.loads(run(capsys, srv, "jobs", "show", "retries", "failing-job-002")[1])
     assert shown["job"]["failure"]["message"] == "no key 2" and shown["timeline"]
     assert run(capsys, srv, "jobs", "retry", "retries", "failing-job-000") == (
         0, "retry: 1 job(s)",
     )  # fmt: skip
-    assert run(capsys, srv, "jobs", "kill", "retries", "failing-job-001", tagged[1]["key"])[1] == (
+    assert run(capsys, srv, "jobs", "kill", "retries", "failing-job-001", key_of_3)[1] == (
         "kill: 2 job(s)"
     )
     sets = srv.info()["faktory"]["sets"]

@@ -552,7 +552,8 @@ def test_info_shape(client: WireClient) -> None:
     ]  # fmt: skip
     assert list(data["sets"]) == ["scheduled", "retries", "dead", "working"]
     assert sorted(data["tasks"]) == [
-        "Busy", "Cron", "Dead", "Expired", "Probe", "Retries", "Scheduled", "Workers",
+        "Busy", "Cron", "Dead", "Expired", "Governor", "Probe", "Retries", "Scheduled",
+        "Workers",
     ]  # fmt: skip
     assert data["tasks"]["Dead"].keys() == {"cycles", "enqueued", "size", "wall_time_sec"}
     server = state["server"]

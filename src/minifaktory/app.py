@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import ssl
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -36,10 +37,15 @@ from minifaktory.config import (
 )
 from minifaktory.cron import parse_cron
 from minifaktory.errors import ConfigError
+from minifaktory.governance import Governor
+from minifaktory.limits import parse_limits
 from minifaktory.loops import TaskRunner, standard_tasks
+from minifaktory.metrics import parse_statsd
 from minifaktory.server import Listener
+from minifaktory.statsd import Statsd
 from minifaktory.store import Store
 from minifaktory.throttles import parse_throttles
+from minifaktory.tls import server_context
 from minifaktory.workers import Registry
 
 if TYPE_CHECKING:
@@ -59,13 +65,17 @@ class Server:
         self.services: Services | None = None
         self.runner: TaskRunner | None = None
         self.listener: Listener | None = None
+        self.statsd: Statsd | None = None
         self.web_port = 0
+        #: The TLS context when ``config_dir`` holds a key pair (read once, at start).
+        self.tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
         """A ``FAKTORY_URL`` for clients, with the password when one is set."""
         auth = f":{self.config.password}@" if self.config.password else ""
-        return self.url_without_password.replace("tcp://", f"tcp://{auth}", 1)
+        scheme, _, rest = self.url_without_password.partition("://")
+        return f"{scheme}://{auth}{rest}"
 
     @property
     def db_path(self) -> Path | str:
@@ -79,6 +89,10 @@ class Server:
             asyncio.get_running_loop()
         except RuntimeError:
             raise ConfigError("minifaktory runs on the asyncio backend of anyio") from None
+        # Environment variables count only through load_config (the command line):
+        # servers started in-process by run()/serve() read conf.d alone.
+        statsd_config = self.config.statsd or parse_statsd(self.config.toml, environ={})
+        self.tls = server_context(self.config.config_dir)
         store = Store(self.db_path, self.config.durability, serve=True)
         listener: Listener | None = None
         try:
@@ -87,11 +101,17 @@ class Server:
             registry = Registry()
             cron = parse_cron(self.config.toml, self.config.cron_sources)
             stats = Stats(self.clock.now_ns())
-            services = Services(broker, registry, self.clock, stats, cron=cron)
-            runner = TaskRunner(standard_tasks(broker, registry, lambda: services.cron), self.clock)
+            governor = Governor(registry, broker, parse_limits(self.config.toml))
+            services = Services(broker, registry, self.clock, stats, cron=cron, governor=governor)
+            tasks = standard_tasks(broker, registry, lambda: services.cron, governor)
+            if statsd_config is not None:
+                self.statsd = Statsd(statsd_config, services)
+                await self.statsd.start()
+                tasks.append(self.statsd.task())
+            runner = TaskRunner(tasks, self.clock)
             services.task_stats = runner.stats
             self.services, self.runner = services, runner
-            listener = self.listener = Listener(services, self.config)
+            listener = self.listener = Listener(services, self.config, self.tls)
             host, port = split_binding(self.config.binding, DEFAULT_PORT)
             self.host, self.port = await listener.listen_tcp(host, port)
             if self.config.unix_socket is not None:
@@ -115,6 +135,8 @@ class Server:
                 if listener is not None:
                     await listener.close()
                 await asyncio.sleep(0)  # let the last group commit run
+                if self.statsd is not None:
+                    self.statsd.close()
                 if self.services is not None:
                     await asyncio.to_thread(self.services.broker.close)
                 store.close()
@@ -126,30 +148,37 @@ class Server:
             return None
         from minifaktory.webui.server import WebServer  # the web stack loads only when used
 
-        web = WebServer(services, self.config, self.db_path, host, port)
+        web = WebServer(services, self.config, self.db_path, host, port, tls=self.tls)
         self.web_port = web.port
         return web
 
     def reload(self) -> None:
-        """Re-read ``conf.d`` (SIGHUP): cron entries and throttles change; errors keep the old."""
+        """Re-read ``conf.d`` (SIGHUP): cron entries and throttles change; errors keep the old.
+
+        The TLS key pair is read at start only: replacing it needs a restart.
+        """
         if self.services is None or self.config.config_dir is None:
             return
         try:
             document = read_conf_d(self.config.config_dir)
             cron = parse_cron(document, cron_sources(self.config.config_dir))
             throttles = parse_throttles(document)
+            limits = parse_limits(document)
         except ConfigError as exc:
             log.error("reload failed, keeping the running configuration: %s", exc)
             return
         self.services.cron = cron
         self.services.broker.set_throttles(throttles.values())
+        if self.services.governor is not None:
+            self.services.governor.limits = limits
         log.info("reloaded %d cron entries and %d throttles", len(cron), len(throttles))
 
     @property
     def url_without_password(self) -> str:
         """The listening address as a URL, safe to log."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tcp://{host}:{self.port}"
+        scheme = "tcp+tls" if self.tls is not None else "tcp"
+        return f"{scheme}://{host}:{self.port}"
 
     async def run_due_tasks(self) -> None:
         """Run every periodic task once at the clock's current time."""
@@ -298,11 +327,14 @@ def run_forever(config: Config) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = Server(config)
-        async with anyio.create_task_group() as tg:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, tg.cancel_scope.cancel)
-            await tg.start(server.run)
-            loop.add_signal_handler(signal.SIGHUP, server.reload)
+        try:
+            async with anyio.create_task_group() as tg:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, tg.cancel_scope.cancel)
+                await tg.start(server.run)
+                loop.add_signal_handler(signal.SIGHUP, server.reload)
+        except BaseExceptionGroup as group:  # a start-up error (bad TLS files, port in use)
+            raise _unwrap(group) from None
         log.info("minifaktory stopped")
 
     try:

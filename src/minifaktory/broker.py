@@ -96,6 +96,7 @@ class Broker(Maintenance):
                         self._reserve(name, jid, payload, wid, now)
                         return name, payload, done
                     self._expire(1)  # expired while waiting: never handed out
+                    self.metrics.expire(name)
                 state.size = 0
         return None
 
@@ -121,6 +122,8 @@ class Broker(Maintenance):
             if reservation.history:
                 self.store.delete_events([jid])
             self._count(now, failed=False)
+            took = now - reservation.reserved_at
+            self.metrics.finish(reservation.queue, reservation.jobtype, took, False, False)
         await done
 
     async def requeue(self, jid: str) -> None:
@@ -214,7 +217,9 @@ class Broker(Maintenance):
                         continue
                     last = due
                     try:
-                        self._push(entry.make_job(), now)
+                        job = entry.make_job()
+                        self._push(job, now)
+                        self.metrics.cron_push(job.queue, job.jobtype)
                         fired += 1
                     except CommandError as exc:
                         log.warning("cron %s: job not pushed: %s", entry.source, exc.wire_text)

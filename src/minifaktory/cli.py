@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.metadata
+import json
 import logging
 import os
 import sys
@@ -79,12 +80,35 @@ def version_text() -> str:
     )
 
 
+#: What every LogRecord has; anything else on a record came from ``extra=`` and is data.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_LEVEL_NAMES = {logging.WARNING: "warn", logging.CRITICAL: "fatal"}
+
+
+class JSONFormatter(FaktoryFormatter):
+    """One JSON object per line: time, level, logger, message, and the record's data
+    (``wid``, ``jid``, ``jids``, ``reason``, …) for log pipelines to filter on."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": _LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        out.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
 @contextlib.contextmanager
-def logging_to(stream: TextIO, level: str) -> Iterator[logging.Handler]:
-    """Send every log record at ``level`` or above to ``stream``; undone on exit."""
+def logging_to(stream: TextIO, level: str, style: str = "plain") -> Iterator[logging.Handler]:
+    """Send every log record at ``level`` or above to ``stream``, in Faktory's plain
+    lines or as JSON; undone on exit."""
     root = logging.getLogger()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(FaktoryFormatter())
+    handler.setFormatter(JSONFormatter() if style == "json" else FaktoryFormatter())
     previous = root.level
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
@@ -146,5 +170,5 @@ def main(
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    with logging_to(sys.stderr, config.log_level):
+    with logging_to(sys.stderr, config.log_level, config.log_format):
         return serve(config, runner)

@@ -22,6 +22,7 @@ from minifaktory.clock import NS, Clock, format_ns, utc_clock_text
 from minifaktory.config import FAKTORY_VERSION
 from minifaktory.cron import CronEntry
 from minifaktory.errors import CommandError, StoreError
+from minifaktory.governance import Governor
 from minifaktory.payloads import (
     ack_decoder,
     beat_decoder,
@@ -65,6 +66,8 @@ class Services:
     task_stats: Callable[[], dict[str, dict[str, Any]]] = dict
     #: The cron entries in force (replaced on reload).
     cron: list[CronEntry] = field(default_factory=list)
+    #: The ``[workers]`` limits (None in bare test set-ups).
+    governor: Governor | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -17,6 +17,8 @@ from typing import Any, Literal, NoReturn, cast
 
 from minifaktory.cron import parse_cron
 from minifaktory.errors import ConfigError
+from minifaktory.limits import parse_limits
+from minifaktory.metrics import StatsdConfig, parse_statsd
 from minifaktory.throttles import parse_throttles
 
 #: The Faktory release whose wire behaviour minifaktory follows (reported by INFO).
@@ -28,6 +30,7 @@ DEFAULT_WEB_BINDING = f"localhost:{DEFAULT_WEB_PORT}"
 DB_FILENAME = "minifaktory.db"
 ENVIRONMENTS = ("development", "staging", "production")
 LOG_LEVELS = ("error", "warn", "info", "debug")
+LOG_FORMATS = ("plain", "json")
 DURABILITIES = ("full", "normal")
 #: Faktory's flag defaults; a development server swaps the two directories for ``~/.faktory``.
 DEFAULT_DATA_DIR = "/var/lib/faktory/db"
@@ -66,6 +69,7 @@ class Config:
     binding: str = DEFAULT_BINDING
     web_binding: str = DEFAULT_WEB_BINDING
     log_level: str = "info"
+    log_format: str = "plain"
     data_dir: Path | None = None
     config_dir: Path | None = None
     #: Explicit database file; overrides ``data_dir``. ``":memory:"`` is allowed.
@@ -81,6 +85,8 @@ class Config:
     toml: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: The conf.d file each ``[[cron]]`` entry came from, in order (for error messages).
     cron_sources: tuple[str, ...] = ()
+    #: Where to send DogStatsD metrics (conf.d and ``DD_*`` variables); None: nowhere.
+    statsd: StatsdConfig | None = None
 
     def resolved_db_path(self) -> Path | str:
         """The SQLite file this configuration points at."""
@@ -126,6 +132,7 @@ USAGE = """\
 --db [path]\tSQLite database file, overrides -d (":memory:" for a throwaway server)
 --socket [path]\tAlso listen on this Unix socket
 --durability [full|normal]\tfull: fsync every commit (default); normal: survive process crashes only
+--log-format [plain|json]\tplain: Faktory's log lines (default); json: one JSON object per line
 -v\t\tShow version and license information
 -h\t\tThis help screen"""
 
@@ -143,6 +150,7 @@ class Flags:
     #: ``None`` means "not given": ``$FAKTORY_ENV`` or ``development`` decides.
     environment: str | None = None
     log_level: str = "info"
+    log_format: str = "plain"
     data_dir: str = DEFAULT_DATA_DIR
     config_dir: str = DEFAULT_CONFIG_DIR
     db: str | None = None
@@ -171,6 +179,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--db", dest="db", default=None)
     parser.add_argument("--socket", dest="socket", default=None)
     parser.add_argument("--durability", dest="durability", default="full")
+    parser.add_argument("--log-format", dest="log_format", default="plain")
     parser.add_argument("-v", "--version", dest="version", action="store_true")
     parser.add_argument("-h", "--help", dest="help", action="store_true")
     return parser
@@ -214,12 +223,15 @@ def config_from_flags(
     # Fail at start-up, naming the file and entry, rather than when the server starts.
     parse_cron(document, sources)
     parse_throttles(document)
+    parse_limits(document)
+    statsd = parse_statsd(document, environ)
     password = resolve_password(document, environment, environ, system_password_file)
     return Config(
         environment=environment,
         binding=_binding(flags.binding, DEFAULT_BINDING, document, "faktory"),
         web_binding=_binding(flags.web_binding, DEFAULT_WEB_BINDING, document, "web"),
         log_level=_check_choice("log level", flags.log_level, LOG_LEVELS),
+        log_format=_check_choice("log format", flags.log_format, LOG_FORMATS),
         data_dir=data_dir,
         config_dir=config_dir,
         db_path=_db_path(flags.db),
@@ -228,6 +240,7 @@ def config_from_flags(
         durability=cast(Durability, _check_choice("durability", flags.durability, DURABILITIES)),
         toml=mask_password(document),
         cron_sources=sources,
+        statsd=statsd,
     )
 
 

@@ -17,9 +17,10 @@ from typing import Any
 from minifaktory.broker import Broker
 from minifaktory.clock import NS, Clock
 from minifaktory.cron import CronEntry
+from minifaktory.governance import Governor
 from minifaktory.payloads import go_float
 from minifaktory.store import SetName
-from minifaktory.workers import Registry
+from minifaktory.workers import Registry, Worker
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,13 @@ class Task:
 
 
 def standard_tasks(
-    broker: Broker, registry: Registry, cron: Callable[[], list[CronEntry]] = list
+    broker: Broker,
+    registry: Registry,
+    cron: Callable[[], list[CronEntry]] = list,
+    governor: Governor | None = None,
 ) -> list[Task]:
-    """Faktory's five tasks with their periods in seconds, the expiry sweep, and cron."""
+    """Faktory's five tasks with their periods in seconds, the expiry sweep, cron, the
+    store probe and the worker limits."""
 
     async def fire_cron(now: int) -> int:
         return await broker.run_cron(cron(), now)
@@ -73,7 +78,13 @@ def standard_tasks(
         return await broker.enqueue_due(SetName.RETRIES, now)
 
     async def reap_workers(now: int) -> int:
-        return registry.reap(now)
+        stale = registry.reap(now)
+        for worker in stale:
+            report_lost_worker(broker, worker, now)
+        return len(stale)
+
+    async def govern(now: int) -> int:
+        return 0 if governor is None else await governor.check_runtimes(now)
 
     return [
         Task("Scheduled", 5, scheduled, lambda: broker.sets[SetName.SCHEDULED]),
@@ -84,7 +95,28 @@ def standard_tasks(
         Task("Expired", 15, broker.purge_expired, lambda: broker.expired),
         Task("Cron", 1, fire_cron, lambda: len(cron())),
         Task("Probe", 10, broker.probe, lambda: 0, scanner=False),
+        Task("Governor", 5, govern, lambda: len(broker.working), scanner=False),
     ]
+
+
+def report_lost_worker(broker: Broker, worker: Worker, now: int) -> None:
+    """A reaped worker that still held jobs: say which, and what happens to them."""
+    held = [r for r in broker.working.values() if r.wid == worker.wid]
+    if not held:
+        return
+    soonest = min(r.expires_at for r in held)
+    jobs = ", ".join(
+        f"{r.jid} ({r.jobtype or '?'} from {r.queue}, running {(now - r.reserved_at) // NS} s)"
+        for r in held[:10]
+    )
+    more = f" and {len(held) - 10} more" if len(held) > 10 else ""
+    log.warning(
+        "worker %s (%s:%d) disappeared: no heartbeat for %d s, and it still holds %d job(s):"
+        " %s%s. They go back for a retry when their reservations expire (the first in %d s)",
+        worker.wid, worker.hostname, worker.pid, (now - worker.last_beat) // NS, len(held),
+        jobs, more, max(soonest - now, 0) // NS,
+        extra={"wid": worker.wid, "jids": [r.jid for r in held]},
+    )  # fmt: skip
 
 
 class TaskRunner:

@@ -197,6 +197,7 @@ class Maintenance(BrokerState):
                 state = self.queues.get(name)
                 if state is not None:
                     state.size -= 1
+                self.metrics.expire(name)
             self._expire(len(queues))
             self._forget_locks(self.store.purge_locks(now))
             self.batches.purge(now)

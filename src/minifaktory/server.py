@@ -4,12 +4,16 @@ Each connection is an asyncio ``Protocol`` feeding the sans-I/O ``LineReader``
 plus one task that performs the handshake and then runs commands one at a
 time, so replies leave in the order commands arrived. asyncio's transports
 are used directly (not anyio streams) because this is the per-command hot path.
+With TLS the event loop runs the handshake before ``connection_made``; a
+connection whose handshake fails or never finishes (a plain client on a TLS
+port) is closed by the loop and logged here at debug level.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from pathlib import Path
 
@@ -25,14 +29,22 @@ log = logging.getLogger(__name__)
 
 #: Stop reading from a client that has this many unprocessed lines queued.
 MAX_PENDING_LINES = 256
+#: Seconds to wait for a TLS peer's close_notify before dropping the socket.
+TLS_SHUTDOWN_TIMEOUT = 5.0
+#: A closed or timed-out TLS handshake is noticed this long after the handshake deadline.
+TLS_WATCH_MARGIN = 0.1
 
 
 class Listener:
     """Accepts connections and owns the set of live ones."""
 
-    def __init__(self, services: Services, config: Config) -> None:
+    def __init__(
+        self, services: Services, config: Config, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.services = services
         self.config = config
+        #: TCP connections start with a TLS handshake when set; the Unix socket stays plain.
+        self.tls = tls
         self.connections: set[Connection] = set()
         self.closing = False
         self._servers: list[asyncio.Server] = []
@@ -40,10 +52,31 @@ class Listener:
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
         """Listen on TCP; returns the bound (host, port) of the first socket."""
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True)
+        if self.tls is None:
+            server = await loop.create_server(
+                lambda: Connection(self), host, port, reuse_address=True
+            )
+        else:
+            server = await loop.create_server(
+                self._tls_connection,
+                host,
+                port,
+                reuse_address=True,
+                ssl=self.tls,
+                # The TLS handshake gets the same deadline as HELLO (Faktory: 2 s).
+                ssl_handshake_timeout=self.config.handshake_timeout,
+                ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT,
+            )
         self._servers.append(server)
         sockname = server.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
+
+    def _tls_connection(self) -> Connection:
+        """A connection whose TLS handshake is still to come; logged if it never completes."""
+        conn = Connection(self)
+        delay = self.config.handshake_timeout + TLS_WATCH_MARGIN
+        conn.tls_watch = asyncio.get_running_loop().call_later(delay, _tls_handshake_missed)
+        return conn
 
     async def listen_unix(self, path: Path) -> None:
         """Listen on a Unix socket at ``path`` (replacing a stale socket file)."""
@@ -60,9 +93,22 @@ class Listener:
             server.close()
         for conn in list(self.connections):
             conn.close()
+            if conn.tls:
+                # close() sent close_notify; waiting for the client's own (an idle client
+                # sends none) would hold the exit, so drop the socket as Go's tls.Conn does.
+                conn.abort()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+
+
+def _tls_handshake_missed() -> None:
+    # asyncio drops a failed TLS handshake silently (the peer's address is not known here).
+    log.debug(
+        "closed a connection on the TLS port that did not complete the TLS handshake "
+        "(a plain tcp:// client, an old TLS version, or a client that does not trust "
+        "the certificate)"
+    )
 
 
 class Connection(asyncio.Protocol):
@@ -70,6 +116,8 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, listener: Listener) -> None:
         self.listener = listener
+        #: Cancelled by ``connection_made``: fires only when a TLS handshake failed.
+        self.tls_watch: asyncio.TimerHandle | None = None
         self.services = listener.services
         self.session = Session(self.services)
         self.transport: asyncio.Transport | None = None
@@ -86,6 +134,9 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.tls_watch is not None:
+            self.tls_watch.cancel()
+            self.tls_watch = None
         self.transport = transport  # type: ignore[assignment]
         self.listener.connections.add(self)
         self._loop = asyncio.get_running_loop()
@@ -124,6 +175,17 @@ class Connection(asyncio.Protocol):
         """Close the socket (used by reaping and shutdown)."""
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the socket at once, discarding unsent bytes."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def tls(self) -> bool:
+        """Whether this connection runs over TLS."""
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("sslcontext") is not None
 
     # -- reading -------------------------------------------------------------------
 
@@ -164,6 +226,13 @@ class Connection(asyncio.Protocol):
         finally:
             self._finish()
 
+    def _peer(self) -> str:
+        """The client's address for log lines."""
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            return f"{peer[0]}:{peer[1]}"
+        return str(peer or "a Unix socket client")
+
     async def _handshake(self) -> bool:
         """Greet, read HELLO within the deadline, check the password (spec §1.2)."""
         config = self.listener.config
@@ -172,8 +241,11 @@ class Connection(asyncio.Protocol):
         try:
             line = await asyncio.wait_for(self._next_line(), config.handshake_timeout)
         except TimeoutError:
+            log.debug("closing %s: no HELLO within %g s", self._peer(), config.handshake_timeout)
             return False
         if not isinstance(line, bytes) or not line.startswith(protocol.HELLO_PREFIX):
+            # A TLS client on a plain port ends here too: its ClientHello is no HELLO.
+            log.debug("closing %s: the connection did not start with HELLO", self._peer())
             return False
         try:
             hello = decode_lenient(hello_decoder, line[len(b"HELLO ") :])

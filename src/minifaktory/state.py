@@ -27,6 +27,7 @@ import msgspec
 from minifaktory import batches, jobs, options
 from minifaktory.clock import NS, Clock, Timing, format_ns, utc_date
 from minifaktory.errors import CommandError, StoreError
+from minifaktory.metrics import DENIED, LOCKED, UNLOCKED, Metrics
 from minifaktory.notify import Notifier
 from minifaktory.payloads import Job, encode, job_decoder
 from minifaktory.store import SetName, Store, StoredJob, WorkingRow
@@ -101,6 +102,8 @@ class BrokerState:
         self.processed = 0
         self.failures = 0
         self.expired = 0
+        #: Job events for /metrics and statsd (in memory only, since start-up).
+        self.metrics = Metrics()
         #: Uniqueness locks per queue (expired ones count until purged).
         self.locks: dict[str, int] = {}
         self._days: dict[str, list[int]] = {}
@@ -271,6 +274,7 @@ class BrokerState:
         bid = batches.member_of(job)
         unique = opts.unique
         if unique is not None and self.store.lock_holder(job.queue, unique.key, now) is not None:
+            self.metrics.unique(job.queue, job.jobtype, DENIED)
             raise CommandError("Job not unique", "NOTUNIQUE")
         if bid and self.store.batch(bid) is None:
             raise batches.no_such_batch(bid)
@@ -284,6 +288,7 @@ class BrokerState:
             self._add_to_set(SetName.SCHEDULED, at, job.jid, encode(job))
         if options.is_tracked(job):
             self.store.track_state(job.jid, "enqueued", now)
+        self.metrics.push(job.queue, job.jobtype)
 
     def _enqueue(self, job: Job, now: int, expires_at: int | None, *, front: bool = False) -> None:
         job.enqueued_at = format_ns(now)
@@ -310,6 +315,7 @@ class BrokerState:
         """Hold ``job``'s uniqueness lock in its queue (taking over an expired one)."""
         if self.store.take_lock(job.queue, unique.key, job.jid, now + unique.ttl_ns):
             self.locks[job.queue] = self.locks.get(job.queue, 0) + 1
+        self.metrics.unique(job.queue, job.jobtype, LOCKED)
 
     def _add_to_set(self, kind: SetName, score: int, jid: str, payload: bytes) -> None:
         self.store.add(kind, score, jid, payload)
@@ -341,6 +347,7 @@ class BrokerState:
         )  # fmt: skip
         if queue in self.slots:
             self.slots[queue].take(jid, wid, now)
+        self.metrics.fetch(queue, job.jobtype)
 
     def _unreserve(self, jid: str, outcome: str) -> Reservation:
         """Forget a reservation in memory (the caller deletes its row), free its slot and
@@ -368,6 +375,7 @@ class BrokerState:
 
     def _forget_locks(self, queues: list[str]) -> None:
         for queue in queues:
+            self.metrics.unique(queue, "", UNLOCKED)
             left = self.locks.get(queue, 0) - 1
             if left > 0:
                 self.locks[queue] = left
@@ -383,12 +391,15 @@ class BrokerState:
         self._count(now, failed=True)
         if reservation.bid:
             self.batches.member_failed(reservation.bid, jid, now)
+        took = now - reservation.reserved_at
         if payload is None:
             log.warning("reservation of %s had no stored job", jid)
+            self.metrics.finish(reservation.queue, reservation.jobtype, took, True, False)
             return
         job = job_decoder.decode(payload)
         jobs.record_failure(job, errtype, message, backtrace, now)
         outcome = jobs.failure_outcome(job)
+        self.metrics.finish(reservation.queue, reservation.jobtype, took, True, outcome == "dead")
         assert job.failure is not None
         if outcome == "retry":
             at = now + jobs.retry_delay_seconds(job.failure.retry_count) * NS

@@ -65,6 +65,8 @@ class Registry:
     def __init__(self) -> None:
         self.workers: dict[str, Worker] = {}
         self.reaped = 0
+        #: Called after each accepted BEAT (the worker limits check memory there).
+        self.on_beat: Callable[[Worker], None] | None = None
 
     def attach(
         self,
@@ -99,6 +101,8 @@ class Registry:
         worker.rss_kb = rss_kb
         if state:
             worker.signal(state)
+        if self.on_beat is not None:
+            self.on_beat(worker)
         return worker
 
     def signal(self, wid: str | None, name: str) -> None:
@@ -113,8 +117,9 @@ class Registry:
         for worker in list(targets):
             worker.signal(name)
 
-    def reap(self, now: int) -> int:
-        """Drop workers whose last heartbeat is too old, closing their connections."""
+    def reap(self, now: int) -> list[Worker]:
+        """Drop workers whose last heartbeat is too old, closing their connections;
+        the workers dropped."""
         stale = [w for w in self.workers.values() if now - w.last_beat > HEARTBEAT_TIMEOUT_NS]
         closed = 0
         for worker in stale:
@@ -130,4 +135,4 @@ class Registry:
             )
             log.warning("All worker processes should send a heartbeat every 15 seconds")
         self.reaped += len(stale)
-        return len(stale)
+        return stale

@@ -11,6 +11,7 @@ store state, the protocol check alone decides.
 from __future__ import annotations
 
 import argparse
+import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -27,12 +28,16 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     )
     parser.add_argument("url", nargs="?", help="tcp://[:password@]host:port (default: FAKTORY_URL)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    parser.add_argument("--cafile", help="trust this CA certificate (PEM) for tcp+tls://")
+    parser.add_argument(
+        "--insecure", action="store_true", help="tcp+tls:// without checking the certificate"
+    )
     args = parser.parse_args(argv)
     where = "server"
     try:
         url = with_password(args.url or url_from_env(environ), environ)
         where = parse_url(url).display
-        healthy, reason = check(url, args.timeout)
+        healthy, reason = check(url, args.timeout, tls_context(args.cafile, args.insecure))
     except FaktoryError as exc:
         healthy, reason = False, str(exc).removeprefix(f"{where}: ")
     print(f"{'OK' if healthy else 'UNHEALTHY'} {where}: {reason}")
@@ -55,9 +60,23 @@ def with_password(url: str, environ: Mapping[str, str]) -> str:
     return f"{scheme}://:{password}@{host}:{location.port}"
 
 
-def check(url: str, timeout: float) -> tuple[bool, str]:
+def tls_context(cafile: str | None, insecure: bool) -> ssl.SSLContext | None:
+    """The TLS context for ``--cafile`` / ``--insecure`` (None: the system's defaults)."""
+    if cafile is None and not insecure:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise FaktoryError(f"cannot use the CA file {cafile}: {exc}") from None
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def check(url: str, timeout: float, context: ssl.SSLContext | None = None) -> tuple[bool, str]:
     """(healthy, one-line reason)."""
-    with Client(url, timeout=timeout) as client:
+    with Client(url, timeout=timeout, tls_context=context) as client:
         info = client.info()
     server = info.get("server", {})
     said = f"{server.get('description', 'Faktory')} {server.get('faktory_version', '?')}"

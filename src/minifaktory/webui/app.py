@@ -30,7 +30,7 @@ from minifaktory.config import FAKTORY_VERSION, Config
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Job, encode_in_order
 from minifaktory.store import SetName
-from minifaktory.webui import openapi, views
+from minifaktory.webui import openapi, prometheus, views
 from minifaktory.webui.security import Guard
 from minifaktory.webui.views import Web
 
@@ -294,6 +294,12 @@ def create_app(web: Web) -> Guard:
     async def debug_api(request: Request) -> Response:
         return JSONResponse(views.debug(web))
 
+    scrape = prometheus.registry(web.services)
+
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition, from in-memory figures (see webui/prometheus.py)."""
+        return Response(prometheus.render(scrape), media_type=prometheus.CONTENT_TYPE)
+
     spec = openapi.description()
 
     async def openapi_json(request: Request) -> Response:
@@ -305,6 +311,7 @@ def create_app(web: Web) -> Guard:
         Route("/healthz", health, methods=["GET", "HEAD"]),
         Route("/readyz", ready, methods=["GET", "HEAD"]),
         Route("/stats", stats),
+        Route("/metrics", metrics),
         Route("/queues", queues, methods=["GET", "POST"], name="queues"),
         Route("/queues/{name}", queue_page, methods=["GET", "POST"], name="queue_page"),
         Route("/queues/{name}/{key}/edit", edit_job, methods=["GET", "POST"], name="edit_job"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 from pathlib import Path
 
 import anyio
@@ -23,7 +24,14 @@ class WebServer:
     """uvicorn on a socket bound up front (so the port is known before it serves)."""
 
     def __init__(
-        self, services: Services, config: Config, db_path: Path | str, host: str, port: int
+        self,
+        services: Services,
+        config: Config,
+        db_path: Path | str,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
@@ -37,11 +45,13 @@ class WebServer:
             uvicorn.Config(
                 app, log_level="warning", lifespan="off", access_log=False,
                 timeout_graceful_shutdown=2,
+                # The server's own context (TLS 1.2+), read once; uvicorn reads no files.
+                ssl_context_factory=None if tls is None else lambda _config, _default: tls,
             )
         )  # fmt: skip
         # The command's own SIGINT/SIGTERM handlers stay in charge.
         self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-        log.info("Web UI at http://%s:%d/", host, self.port)
+        log.info("Web UI at %s://%s:%d/", "http" if tls is None else "https", host, self.port)
 
     async def serve(self) -> None:
         """Serve until ``stop()``; shielded from cancellation so that uvicorn can close

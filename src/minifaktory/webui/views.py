@@ -168,6 +168,7 @@ def debug(web: Web) -> dict[str, Any]:
     """Storage and runtime figures, and the configuration with its passwords masked."""
     config = web.config
     broker = web.broker
+    governor = web.services.governor
     settings = {
         "environment": config.environment, "binding": config.binding,
         "web_binding": config.web_binding, "durability": config.durability,
@@ -181,6 +182,7 @@ def debug(web: Web) -> dict[str, Any]:
         "group_commits": broker.commit_stats.summary(),
         "wal_fsyncs": broker.sync_stats.summary(),
         "checkpoints": broker.store.checkpoints.summary(),
+        "workers_terminated": dict(governor.terminated) if governor is not None else {},
         "config": settings,
     }
 
