@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from collections.abc import Iterator
 
@@ -142,6 +143,22 @@ def test_web_password_from_toml() -> None:
 def test_port_zero_disables_the_web_ui() -> None:
     with minifaktory.run() as srv:
         assert srv.server.web_port == 0
+
+
+def test_a_taken_web_port_leaves_the_job_server_running(caplog: pytest.LogCaptureFixture) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with (
+            caplog.at_level(logging.ERROR),
+            minifaktory.run(web_binding=f"127.0.0.1:{port}") as srv,
+        ):
+            push(srv, job())
+            assert srv.info()["faktory"]["queues"] == {"default": 1}
+            assert srv.server.web_port == 0
+    assert f"Web UI not started: cannot listen on 127.0.0.1:{port}" in caplog.text
+    assert "jobs are still served at tcp://127.0.0.1:" in caplog.text
 
 
 def test_unique_locks_are_listed_per_queue(web: tuple[RunningServer, httpx.Client]) -> None:

@@ -148,7 +148,15 @@ class Server:
             return None
         from minifaktory.webui.server import WebServer  # the web stack loads only when used
 
-        web = WebServer(services, self.config, self.db_path, host, port, tls=self.tls)
+        try:
+            web = WebServer(services, self.config, self.db_path, host, port, tls=self.tls)
+        except OSError as exc:
+            # The jobs matter more than their pages: keep serving the protocol.
+            log.error(
+                "Web UI not started: cannot listen on %s (%s); jobs are still served at %s",
+                self.config.web_binding, exc.strerror or exc, self.url_without_password,
+            )  # fmt: skip
+            return None
         self.web_port = web.port
         return web
 

@@ -36,7 +36,11 @@ class WebServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind((host, port))
+        try:
+            self.socket.bind((host, port))
+        except OSError:
+            self.socket.close()
+            raise
         self.socket.setblocking(False)
         self.port = int(self.socket.getsockname()[1])
         self.web = Web(services, Reader(db_path), config)
