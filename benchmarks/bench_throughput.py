@@ -475,10 +475,24 @@ def batch_array(prefix: str, start: int, count: int) -> bytes:
     )
 
 
-async def fill(port: int, target: int, deadline_s: float) -> dict[str, Any]:
-    """PUSHB batches of ``BATCH`` over a few connections until ``target`` jobs or the deadline."""
-    prefix = secrets.token_hex(4)
-    clients = await asyncio.gather(*(Client.connect(HOST, port) for _ in range(FILL_CONNECTIONS)))
+async def fill(
+    port: int,
+    target: int,
+    deadline_s: float,
+    make_batch: Callable[[int, int], bytes] | None = None,
+    batch_size: int = BATCH,
+    connections: int = FILL_CONNECTIONS,
+) -> dict[str, Any]:
+    """PUSHB batches of ``batch_size`` over a few connections until ``target`` jobs or the
+    deadline; ``make_batch(start, count)`` builds each array (default: plain jobs)."""
+    if make_batch is None:
+        prefix = secrets.token_hex(4)
+
+        def make_batch(start: int, count: int) -> bytes:
+            return batch_array(prefix, start, count)
+
+    build = make_batch
+    clients = await asyncio.gather(*(Client.connect(HOST, port) for _ in range(connections)))
     next_index = 0
     pushed = 0
     rejected = 0
@@ -489,9 +503,9 @@ async def fill(port: int, target: int, deadline_s: float) -> dict[str, Any]:
         nonlocal next_index, pushed, rejected
         while next_index < target and time.perf_counter() < end:
             start = next_index
-            count = min(BATCH, target - start)
+            count = min(batch_size, target - start)
             next_index += count
-            errors = await client.pushb(batch_array(prefix, start, count))
+            errors = await client.pushb(build(start, count))
             rejected += len(errors)
             pushed += count - len(errors)
 
@@ -503,7 +517,7 @@ async def fill(port: int, target: int, deadline_s: float) -> dict[str, Any]:
         "pushed": pushed,
         "rejected": rejected,
         "elapsed_s": elapsed,
-        "jobs_per_s": pushed / elapsed,
+        "jobs_per_s": pushed / elapsed if elapsed else 0.0,
     }
 
 

@@ -108,33 +108,7 @@ async def seed_scheduled(
     port: int, schedule: Schedule, connections: int, deadline_s: float
 ) -> dict[str, Any]:
     """PUSHB the scheduled jobs in batches of ``SEED_BATCH`` over ``connections``."""
-    clients = await asyncio.gather(*(Client.connect(HOST, port) for _ in range(connections)))
-    next_index = 0
-    pushed = 0
-    rejected = 0
-    t0 = time.perf_counter()
-    end = t0 + deadline_s
-
-    async def worker(client: Client) -> None:
-        nonlocal next_index, pushed, rejected
-        while next_index < schedule.jobs and time.perf_counter() < end:
-            start = next_index
-            count = min(SEED_BATCH, schedule.jobs - start)
-            next_index += count
-            errors = await client.pushb(schedule.batch(start, count))
-            rejected += len(errors)
-            pushed += count - len(errors)
-
-    await asyncio.gather(*(worker(c) for c in clients))
-    elapsed = time.perf_counter() - t0
-    for c in clients:
-        await c.close()
-    return {
-        "pushed": pushed,
-        "rejected": rejected,
-        "elapsed_s": elapsed,
-        "jobs_per_s": pushed / elapsed if elapsed else 0.0,
-    }
+    return await fill(port, schedule.jobs, deadline_s, schedule.batch, SEED_BATCH, connections)
 
 
 def failing_job(jid: str, i: int) -> bytes:

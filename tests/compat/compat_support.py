@@ -519,3 +519,20 @@ class ConsumerRun:
             yield self
         finally:
             self.stop()
+
+
+def push_with_both_python_clients(url: str) -> tuple[str, str]:
+    """One ``add`` job from the PyPI ``faktory`` client and one from ``pyfaktory``;
+    their jids."""
+    import uuid
+
+    import faktory
+    import pyfaktory
+
+    cdrx_jid = uuid.uuid4().hex
+    with faktory.connection(url) as client:
+        assert client.queue("add", args=(1, "cdrx"), jid=cdrx_jid) is True
+    with pyfaktory.Client(url) as pclient:
+        pyf_job = pyfaktory.Job(jobtype="add", args=[2, "pyfaktory"])
+        assert pyfaktory.Producer(pclient).push(pyf_job) is True
+    return cdrx_jid, str(pyf_job.jid)

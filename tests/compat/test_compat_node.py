@@ -11,8 +11,6 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import faktory
-import pyfaktory
 import pytest
 from tests.compat import compat_jobs
 from tests.compat.compat_support import (
@@ -25,6 +23,7 @@ from tests.compat.compat_support import (
     cdrx_running,
     counts,
     empty_sets,
+    push_with_both_python_clients,
     retry_comes_due,
     rfc3339_in,
 )
@@ -209,15 +208,10 @@ def test_node_jobs_worked_by_python_clients(
 
 def test_python_jobs_worked_by_node(any_harness: Harness, node: Node) -> None:
     h = any_harness
-    cdrx_jid = uuid.uuid4().hex
-    with faktory.connection(h.url) as client:
-        assert client.queue("add", args=(1, "cdrx"), jid=cdrx_jid) is True
-    with pyfaktory.Client(h.url) as pclient:
-        pyf_job = pyfaktory.Job(jobtype="add", args=[2, "pyfaktory"])
-        assert pyfaktory.Producer(pclient).push(pyf_job) is True
+    cdrx_jid, pyf_jid = push_with_both_python_clients(h.url)
 
     worker = node.work(h.url, jobtypes=["add"], count=2)
     jobs = {job["jid"]: job["args"] for job in worker.jobs()}
-    assert jobs == {cdrx_jid: [1, "cdrx"], pyf_job.jid: [2, "pyfaktory"]}
+    assert jobs == {cdrx_jid: [1, "cdrx"], pyf_jid: [2, "pyfaktory"]}
     assert sorted(e["jid"] for e in worker.events if e["event"] == "ack") == sorted(jobs)
     assert counts(h) == {"processed": 2, "failures": 0, "sets": empty_sets(), "queued": {}}

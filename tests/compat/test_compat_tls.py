@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import faktory
-import pyfaktory
 import pytest
 from tests.compat.compat_support import (
     DEADLINE,
@@ -32,6 +29,7 @@ from tests.compat.compat_support import (
     cdrx_running,
     counts,
     empty_sets,
+    push_with_both_python_clients,
 )
 from tests.tls_support import TLSFiles, make_tls_files
 
@@ -102,12 +100,7 @@ def test_node_refuses_a_certificate_it_does_not_trust(tls_harness: Harness, node
 )
 def test_python_clients_push_and_work_over_tls(tls_harness: Harness) -> None:
     h = tls_harness
-    cdrx_jid = uuid.uuid4().hex
-    with faktory.connection(h.url) as client:
-        assert client.queue("add", args=(1, "cdrx"), jid=cdrx_jid) is True
-    with pyfaktory.Client(h.url) as pclient:
-        pyf_job = pyfaktory.Job(jobtype="add", args=[2, "pyfaktory"])
-        assert pyfaktory.Producer(pclient).push(pyf_job) is True
+    cdrx_jid, pyf_jid = push_with_both_python_clients(h.url)
     assert counts(h)["queued"] == {"default": 2}
 
     seen: list[tuple[int, str]] = []
@@ -116,5 +109,5 @@ def test_python_clients_push_and_work_over_tls(tls_harness: Harness) -> None:
     with cdrx_running(worker):
         assert worker.finished.wait(DEADLINE)
     assert sorted(seen) == [(1, "cdrx"), (2, "pyfaktory")]
-    assert sorted(worker.results) == sorted([("ack", cdrx_jid), ("ack", pyf_job.jid)])
+    assert sorted(worker.results) == sorted([("ack", cdrx_jid), ("ack", pyf_jid)])
     assert counts(h) == {"processed": 2, "failures": 0, "sets": empty_sets(), "queued": {}}

@@ -16,7 +16,7 @@ import apsw
 import msgspec
 
 from minifaktory.store import db
-from minifaktory.store.store import BATCH_COLUMNS, BatchRow, SetName
+from minifaktory.store.store import BATCH_COLUMNS, BatchRow, SetName, WorkingRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +30,11 @@ class Row:
 
 
 @dataclass(frozen=True, slots=True)
-class InFlight:
+class InFlight(WorkingRow):
     """A reservation, with the tracked progress of its job if any."""
 
-    jid: str
-    queue: str
-    wid: str
-    reserved_at: int
-    expires_at: int
-    payload: bytes
-    percent: int | None
-    desc: str | None
+    percent: int | None = None
+    desc: str | None = None
 
 
 class Reader:

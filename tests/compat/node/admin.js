@@ -36,16 +36,4 @@ async function main() {
   process.stdout.write(`${JSON.stringify(results)}\n`);
 }
 
-const deadline = setTimeout(() => {
-  process.stderr.write("admin.js: deadline exceeded\n");
-  process.exit(3);
-}, Number(process.env.COMPAT_DEADLINE_MS || 15000));
-deadline.unref();
-
-main().then(
-  () => process.exit(0),
-  (err) => {
-    process.stderr.write(`admin.js failed: ${err && err.stack ? err.stack : err}\n`);
-    process.exit(1);
-  },
-);
+require("./harness")("admin.js", main);

@@ -39,16 +39,4 @@ async function main() {
   process.stdout.write(`${JSON.stringify({ jids, rejected })}\n`);
 }
 
-const deadline = setTimeout(() => {
-  process.stderr.write("push.js: deadline exceeded\n");
-  process.exit(3);
-}, Number(process.env.COMPAT_DEADLINE_MS || 15000));
-deadline.unref();
-
-main().then(
-  () => process.exit(0),
-  (err) => {
-    process.stderr.write(`push.js failed: ${err && err.stack ? err.stack : err}\n`);
-    process.exit(1);
-  },
-);
+require("./harness")("push.js", main);

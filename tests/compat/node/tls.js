@@ -51,16 +51,4 @@ async function main() {
   process.stdout.write(`${JSON.stringify({ tls, pushed, worked, acked })}\n`);
 }
 
-const deadline = setTimeout(() => {
-  process.stderr.write("tls.js: deadline exceeded\n");
-  process.exit(3);
-}, Number(process.env.COMPAT_DEADLINE_MS || 15000));
-deadline.unref();
-
-main().then(
-  () => process.exit(0),
-  (err) => {
-    process.stderr.write(`tls.js failed: ${err && err.stack ? err.stack : err}\n`);
-    process.exit(1);
-  },
-);
+require("./harness")("tls.js", main);
