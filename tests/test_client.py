@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import minifaktory
 from minifaktory.client import (
+    AsyncClient,
     Client,
     ConnectionFailed,
     FaktoryError,
@@ -103,3 +106,42 @@ def test_connection_errors() -> None:
         port = srv.port
     with pytest.raises(ConnectionFailed, match="cannot connect"):
         Client(f"tcp://127.0.0.1:{port}", timeout=1)
+
+
+def test_the_async_client() -> None:
+    async def scenario(url: str, host: str, port: int) -> None:
+        async with AsyncClient(url, wid="w-async-1") as c:
+            jids = await asyncio.gather(*(c.push({"jobtype": "A", "args": [i]}) for i in range(20)))
+            assert len(set(jids)) == 20  # one command at a time: every reply matched
+            await c.push({"jobtype": "U", "custom": {"unique_for": 60}})
+            with pytest.raises(NotUnique):
+                await c.push({"jobtype": "U", "custom": {"unique_for": 60}})
+            assert await c.push_bulk([{"jid": "short", "jobtype": "B"}]) == {
+                "short": "jobs must have a reasonable jid parameter"
+            }
+            job = await c.fetch("default")
+            assert job is not None and job["jid"] == jids[0]
+            await c.fail(jids[0], "E", "m")
+            job = await c.fetch("default")
+            assert job is not None
+            await c.ack(job["jid"])
+            assert (await c.info())["faktory"]["total_processed"] == 2
+            assert await c.beat() == ""
+            await c.queue("pause", "default")
+            await c.mutate({"cmd": "clear", "target": "retries"})
+            assert await c.call("NOPE") == Reply("-", b"ERR unknown command NOPE")
+            await c.flush()
+        with pytest.raises(ServerError, match="Invalid password"):
+            await AsyncClient(f"tcp://:wrong@{host}:{port}").connect()
+        with pytest.raises(FaktoryError, match="requires a password"):
+            await AsyncClient(f"tcp://{host}:{port}").connect()
+
+    with minifaktory.run(password="pw-async") as srv:
+        asyncio.run(scenario(srv.url, srv.host, srv.port))
+        port = srv.port
+
+    async def refused() -> None:
+        with pytest.raises(ConnectionFailed, match="cannot connect"):
+            await AsyncClient(f"tcp://127.0.0.1:{port}", timeout=1).connect()
+
+    asyncio.run(refused())

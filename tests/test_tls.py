@@ -3,6 +3,7 @@ port and the Web UI; anything wrong with the files stops the start with a clear 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -428,3 +429,19 @@ def test_a_chain_file_is_accepted(tmp_path: Path) -> None:
     root.configure_trust(context)
     with minifaktory.run(config_dir=files.config_dir) as srv:
         assert push_one(srv, context)
+
+
+def test_the_async_client_over_tls(tls_server: RunningServer, tls_files: TLSFiles) -> None:
+    from minifaktory.client import AsyncClient
+
+    async def scenario() -> None:
+        url = f"tcp+tls://localhost:{tls_server.port}"
+        async with AsyncClient(url, tls_context=tls_files.client_context()) as c:
+            jid = await c.push({"jobtype": "Secure"})
+            job = await c.fetch("default")
+            assert job is not None and job["jid"] == jid
+            await c.ack(jid)
+        with pytest.raises(ConnectionFailed, match="CERTIFICATE_VERIFY_FAILED"):
+            await AsyncClient(url).connect()
+
+    asyncio.run(scenario())

@@ -14,12 +14,18 @@ import os
 import socket
 import ssl
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import anyio
+import anyio.abc
+from anyio.streams.tls import TLSStream
+
 from minifaktory.protocol import PROTOCOL_VERSION, Reply, ReplyReader, pwdhash
+
+T = TypeVar("T")
 
 DEFAULT_URL = "tcp://localhost:7419"
 DEFAULT_PORT = 7419
@@ -95,6 +101,136 @@ def parse_url(url: str) -> Location:
     )
 
 
+# -- the conversation without I/O: a request is a line and how to read its reply ------
+
+
+@dataclass(frozen=True, slots=True)
+class Request(Generic[T]):
+    """One command line, and what its reply means."""
+
+    line: bytes
+    read: Callable[[Reply], T]
+
+
+def command(verb: str, payload: Any = None) -> bytes:
+    """``VERB payload\\r\\n``; ``payload`` is JSON-encoded unless ``str``/``bytes``."""
+    line = verb.encode()
+    if payload is not None:
+        if isinstance(payload, bytes):
+            body = payload
+        elif isinstance(payload, str):
+            body = payload.encode()
+        else:
+            body = json.dumps(payload, separators=(",", ":")).encode()
+        line += b" " + body
+    return line + b"\r\n"
+
+
+def raise_for(reply: Reply) -> None:
+    """The typed error of an error reply."""
+    if reply.kind == "-":
+        text = (reply.data or b"").decode("utf-8", "replace")
+        code, _, message = text.partition(" ")
+        raise (NotUnique if code == "NOTUNIQUE" else ServerError)(code, message)
+
+
+def expect_ok(reply: Reply) -> None:
+    raise_for(reply)
+    if reply.kind != "+":
+        raise FaktoryError(f"expected OK, got {reply.data!r}")
+
+
+def read_json(reply: Reply) -> Any:
+    raise_for(reply)
+    return None if reply.data is None else json.loads(reply.data)
+
+
+def hello(
+    greeting: Reply, location: Location, wid: str | None, labels: Iterable[str]
+) -> Request[None]:
+    """The HELLO that answers a server's greeting."""
+    raise_for(greeting)
+    text = (greeting.data or b"").decode("utf-8", "replace")
+    if not text.startswith("HI "):
+        raise FaktoryError(f"unexpected greeting {text[:80]!r}")
+    offer = json.loads(text[3:])
+    body: dict[str, Any] = {"v": PROTOCOL_VERSION}
+    if wid is not None:
+        body.update(wid=wid, hostname=socket.gethostname(), pid=os.getpid(), labels=list(labels))
+    if "s" in offer:
+        if not location.password:
+            raise FaktoryError("the server requires a password: put it in the URL")
+        body["pwdhash"] = pwdhash(location.password, offer["s"], int(offer.get("i", 1)))
+    return Request(command("HELLO", body), expect_ok)
+
+
+class Requests:
+    """Every command a client sends, as ``Request`` values (shared by both clients)."""
+
+    @staticmethod
+    def push(job: Mapping[str, Any]) -> Request[str]:
+        body = _with_defaults(job)
+
+        def read(reply: Reply) -> str:
+            expect_ok(reply)
+            return str(body["jid"])
+
+        return Request(command("PUSH", body), read)
+
+    @staticmethod
+    def push_bulk(jobs: Iterable[Mapping[str, Any]]) -> Request[dict[str, str]]:
+        return Request(
+            command("PUSHB", [_with_defaults(j) for j in jobs]),
+            lambda reply: dict(read_json(reply) or {}),
+        )
+
+    @staticmethod
+    def fetch(queues: Sequence[str]) -> Request[dict[str, Any] | None]:
+        def read(reply: Reply) -> dict[str, Any] | None:
+            job = read_json(reply)
+            return dict(job) if job is not None else None
+
+        return Request(command("FETCH", " ".join(queues or ("default",))), read)
+
+    @staticmethod
+    def ack(jid: str) -> Request[None]:
+        return Request(command("ACK", {"jid": jid}), expect_ok)
+
+    @staticmethod
+    def fail(jid: str, errtype: str, message: str, backtrace: list[str] | None) -> Request[None]:
+        body = {"jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace or []}
+        return Request(command("FAIL", body), expect_ok)
+
+    @staticmethod
+    def beat(wid: str | None) -> Request[str]:
+        def read(reply: Reply) -> str:
+            if reply.kind == "+":
+                return ""
+            state = read_json(reply)
+            return str(state.get("state", "")) if isinstance(state, dict) else ""
+
+        return Request(command("BEAT", {"wid": wid}), read)
+
+    @staticmethod
+    def info() -> Request[dict[str, Any]]:
+        return Request(command("INFO"), lambda reply: dict(read_json(reply)))
+
+    @staticmethod
+    def mutate(operation: Mapping[str, Any]) -> Request[None]:
+        return Request(command("MUTATE", operation), expect_ok)
+
+    @staticmethod
+    def queue(action: str, queues: Sequence[str]) -> Request[None]:
+        return Request(command("QUEUE", " ".join((action.upper(), *queues))), expect_ok)
+
+    @staticmethod
+    def flush() -> Request[None]:
+        return Request(command("FLUSH"), expect_ok)
+
+
+# -- the blocking client ---------------------------------------------------------------
+
+
 class Client:
     """One connection to a Faktory server. Use it from one thread at a time.
 
@@ -116,12 +252,10 @@ class Client:
         self._pending: list[Reply] = []
         self._sock: socket.socket | None = self._connect(timeout, tls_context)
         try:
-            self._handshake(labels)
+            self._run(hello(self._reply(), self.location, wid, labels))
         except BaseException:
             self.close()
             raise
-
-    # -- connection ----------------------------------------------------------------
 
     def _connect(self, timeout: float, tls_context: ssl.SSLContext | None) -> socket.socket:
         where = self.location
@@ -133,22 +267,6 @@ class Client:
         except OSError as exc:
             raise ConnectionFailed(f"{where.display}: cannot connect: {exc}") from None
         return sock
-
-    def _handshake(self, labels: Iterable[str]) -> None:
-        greeting = self._text(self._reply(), "greeting")
-        if not greeting.startswith("HI "):
-            raise FaktoryError(f"unexpected greeting {greeting[:80]!r}")
-        offer = json.loads(greeting[3:])
-        hello: dict[str, Any] = {"v": PROTOCOL_VERSION}
-        if self.wid is not None:
-            hello.update(
-                wid=self.wid, hostname=socket.gethostname(), pid=os.getpid(), labels=list(labels)
-            )
-        if "s" in offer:
-            if not self.location.password:
-                raise FaktoryError("the server requires a password: put it in the URL")
-            hello["pwdhash"] = pwdhash(self.location.password, offer["s"], int(offer.get("i", 1)))
-        self._expect_ok(self.call("HELLO", hello))
 
     def close(self) -> None:
         """Say goodbye (``END``) and close the socket."""
@@ -165,120 +283,215 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- wire ------------------------------------------------------------------------
-
     def call(self, verb: str, payload: Any = None) -> Reply:
-        """Send one command and return its reply; ``payload`` is JSON-encoded unless it
-        is already ``str``/``bytes``."""
-        line = verb.encode()
-        if payload is not None:
-            if isinstance(payload, bytes):
-                body = payload
-            elif isinstance(payload, str):
-                body = payload.encode()
-            else:
-                body = json.dumps(payload, separators=(",", ":")).encode()
-            line += b" " + body
-        try:
-            self._open().sendall(line + b"\r\n")
-        except OSError as exc:
-            raise ConnectionFailed(f"{self.location.display}: {exc}") from None
-        return self._reply()
+        """Send any command and return its raw reply."""
+        return self._run(Request(command(verb, payload), lambda reply: reply))
 
-    def _open(self) -> socket.socket:
+    def _run(self, request: Request[T]) -> T:
         if self._sock is None:
             raise ConnectionFailed("the connection is closed")
-        return self._sock
+        try:
+            self._sock.sendall(request.line)
+        except OSError as exc:
+            raise ConnectionFailed(f"{self.location.display}: {exc}") from None
+        return request.read(self._reply())
 
     def _reply(self) -> Reply:
         while not self._pending:
+            if self._sock is None:
+                raise ConnectionFailed("the connection is closed")
             try:
-                data = self._open().recv(65536)
+                data = self._sock.recv(65536)
             except OSError as exc:
                 raise ConnectionFailed(f"{self.location.display}: {exc}") from None
             if not data:
                 raise ConnectionFailed(f"{self.location.display} closed the connection")
-            try:
-                self._pending += self._reader.feed(data)
-            except ValueError as exc:
-                raise FaktoryError(str(exc)) from None
+            self._pending += _feed(self._reader, data)
         return self._pending.pop(0)
-
-    @staticmethod
-    def _raise_for(reply: Reply) -> None:
-        if reply.kind == "-":
-            text = (reply.data or b"").decode("utf-8", "replace")
-            code, _, message = text.partition(" ")
-            raise (NotUnique if code == "NOTUNIQUE" else ServerError)(code, message)
-
-    def _text(self, reply: Reply, what: str) -> str:
-        self._raise_for(reply)
-        if reply.data is None:
-            raise FaktoryError(f"empty reply to {what}")
-        return reply.data.decode("utf-8", "replace")
-
-    def _expect_ok(self, reply: Reply) -> None:
-        self._raise_for(reply)
-        if reply.kind != "+":
-            raise FaktoryError(f"expected OK, got {reply.data!r}")
-
-    def _json(self, reply: Reply) -> Any:
-        self._raise_for(reply)
-        return None if reply.data is None else json.loads(reply.data)
-
-    # -- commands ----------------------------------------------------------------------
 
     def push(self, job: Mapping[str, Any]) -> str:
         """PUSH one job (a jid is made when it has none); its jid."""
-        body = _with_defaults(job)
-        self._expect_ok(self.call("PUSH", body))
-        return str(body["jid"])
+        return self._run(Requests.push(job))
 
     def push_bulk(self, jobs: Iterable[Mapping[str, Any]]) -> dict[str, str]:
         """PUSHB: jid → error text of every job the server refused ({} when none)."""
-        refused = self._json(self.call("PUSHB", [_with_defaults(j) for j in jobs]))
-        return dict(refused or {})
+        return self._run(Requests.push_bulk(jobs))
 
     def fetch(self, *queues: str) -> dict[str, Any] | None:
-        """FETCH the next job of these queues (default: ``default``), or None after the
-        server's wait."""
-        job = self._json(self.call("FETCH", " ".join(queues or ("default",))))
-        return dict(job) if job is not None else None
+        """FETCH the next job of these queues (default: ``default``), or None."""
+        return self._run(Requests.fetch(queues))
 
     def ack(self, jid: str) -> None:
         """ACK a fetched job."""
-        self._expect_ok(self.call("ACK", {"jid": jid}))
+        self._run(Requests.ack(jid))
 
     def fail(
         self, jid: str, errtype: str, message: str, backtrace: list[str] | None = None
     ) -> None:
         """FAIL a fetched job."""
-        body = {"jid": jid, "errtype": errtype, "message": message, "backtrace": backtrace or []}
-        self._expect_ok(self.call("FAIL", body))
+        self._run(Requests.fail(jid, errtype, message, backtrace))
 
     def beat(self) -> str:
-        """BEAT (worker connections): '' or the state the server asks for (quiet, terminate)."""
-        reply = self.call("BEAT", {"wid": self.wid})
-        if reply.kind == "+":
-            return ""
-        state = self._json(reply)
-        return str(state.get("state", "")) if isinstance(state, dict) else ""
+        """BEAT (worker connections): '' or the state the server asks for."""
+        return self._run(Requests.beat(self.wid))
 
     def info(self) -> dict[str, Any]:
         """INFO."""
-        return dict(self._json(self.call("INFO")))
+        return self._run(Requests.info())
 
     def mutate(self, operation: Mapping[str, Any]) -> None:
         """MUTATE a set: ``{"cmd": "kill", "target": "retries", "filter": {...}}``."""
-        self._expect_ok(self.call("MUTATE", operation))
+        self._run(Requests.mutate(operation))
 
     def queue(self, action: str, *queues: str) -> None:
         """QUEUE PAUSE / RESUME / REMOVE of these queues (``*`` for all)."""
-        self._expect_ok(self.call("QUEUE", " ".join((action.upper(), *queues))))
+        self._run(Requests.queue(action, queues))
 
     def flush(self) -> None:
         """FLUSH: delete everything (tests and development only)."""
-        self._expect_ok(self.call("FLUSH"))
+        self._run(Requests.flush())
+
+
+# -- the anyio client --------------------------------------------------------------------
+
+
+class AsyncClient:
+    """The same client for async code (asyncio or trio, through anyio).
+
+    ``async with AsyncClient(url) as c: await c.push({"jobtype": "Email"})``;
+    one command at a time per client (a lock keeps concurrent callers in line).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        wid: str | None = None,
+        labels: Iterable[str] = (),
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.location = parse_url(url if url is not None else url_from_env())
+        self.wid, self.labels = wid, list(labels)
+        self._timeout, self._tls_context = timeout, tls_context
+        self._reader = ReplyReader()
+        self._pending: list[Reply] = []
+        self._stream: anyio.abc.ByteStream | None = None
+        self._lock = anyio.Lock()
+
+    async def connect(self) -> AsyncClient:
+        """Open the connection and say HELLO (``async with`` does this)."""
+        where = self.location
+        try:
+            with anyio.fail_after(self._timeout):
+                tcp = await anyio.connect_tcp(where.host, where.port)
+                self._stream = tcp
+                if where.tls:
+                    context = self._tls_context or ssl.create_default_context()
+                    self._stream = await TLSStream.wrap(
+                        tcp, hostname=where.host, ssl_context=context, standard_compatible=False
+                    )
+                await self._run(hello(await self._reply(), where, self.wid, self.labels))
+        except (OSError, TimeoutError, anyio.BrokenResourceError) as exc:
+            await self.close()
+            raise ConnectionFailed(f"{where.display}: cannot connect: {exc}") from None
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def close(self) -> None:
+        """Say goodbye (``END``) and close the connection."""
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        broken = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+        with contextlib.suppress(*broken):
+            await stream.send(b"END\r\n")
+        with contextlib.suppress(*broken):
+            await stream.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def call(self, verb: str, payload: Any = None) -> Reply:
+        """Send any command and return its raw reply."""
+        return await self._run(Request(command(verb, payload), lambda reply: reply))
+
+    async def _run(self, request: Request[T]) -> T:
+        async with self._lock:
+            if self._stream is None:
+                raise ConnectionFailed("the connection is closed")
+            try:
+                await self._stream.send(request.line)
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+                raise ConnectionFailed(f"{self.location.display}: {exc}") from None
+            return request.read(await self._reply())
+
+    async def _reply(self) -> Reply:
+        while not self._pending:
+            if self._stream is None:
+                raise ConnectionFailed("the connection is closed")
+            try:
+                data = await self._stream.receive(65536)
+            except anyio.EndOfStream:
+                raise ConnectionFailed(f"{self.location.display} closed the connection") from None
+            except (OSError, anyio.BrokenResourceError) as exc:
+                raise ConnectionFailed(f"{self.location.display}: {exc}") from None
+            self._pending += _feed(self._reader, data)
+        return self._pending.pop(0)
+
+    async def push(self, job: Mapping[str, Any]) -> str:
+        """PUSH one job (a jid is made when it has none); its jid."""
+        return await self._run(Requests.push(job))
+
+    async def push_bulk(self, jobs: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+        """PUSHB: jid → error text of every job the server refused ({} when none)."""
+        return await self._run(Requests.push_bulk(jobs))
+
+    async def fetch(self, *queues: str) -> dict[str, Any] | None:
+        """FETCH the next job of these queues (default: ``default``), or None."""
+        return await self._run(Requests.fetch(queues))
+
+    async def ack(self, jid: str) -> None:
+        """ACK a fetched job."""
+        await self._run(Requests.ack(jid))
+
+    async def fail(
+        self, jid: str, errtype: str, message: str, backtrace: list[str] | None = None
+    ) -> None:
+        """FAIL a fetched job."""
+        await self._run(Requests.fail(jid, errtype, message, backtrace))
+
+    async def beat(self) -> str:
+        """BEAT (worker connections): '' or the state the server asks for."""
+        return await self._run(Requests.beat(self.wid))
+
+    async def info(self) -> dict[str, Any]:
+        """INFO."""
+        return await self._run(Requests.info())
+
+    async def mutate(self, operation: Mapping[str, Any]) -> None:
+        """MUTATE a set."""
+        await self._run(Requests.mutate(operation))
+
+    async def queue(self, action: str, *queues: str) -> None:
+        """QUEUE PAUSE / RESUME / REMOVE of these queues (``*`` for all)."""
+        await self._run(Requests.queue(action, queues))
+
+    async def flush(self) -> None:
+        """FLUSH: delete everything (tests and development only)."""
+        await self._run(Requests.flush())
+
+
+def _feed(reader: ReplyReader, data: bytes) -> list[Reply]:
+    try:
+        return reader.feed(data)
+    except ValueError as exc:
+        raise FaktoryError(str(exc)) from None
 
 
 def _with_defaults(job: Mapping[str, Any]) -> dict[str, Any]:
