@@ -141,7 +141,9 @@ def test_unique_locks(store: Store) -> None:
     assert Reader(store.path).locks("q", 10) == [("k", "j2", 200)]
     store.take_lock("q", "k2", "j3", 300)
     assert store.snapshot().locks == {"q": 2}
-    assert store.release_locks(["j2", "nope"]) == ["q"]
+    assert not store.release_lock("q", "k", "j1")  # j2 took it over: j1 releases nothing
+    assert store.release_lock("q", "k", "j2")
+    assert not store.release_lock("q", "k", "j2")
     store.add(SetName.RETRIES, 1, "j3", b"J3")
     assert store.release_locks_of_set(SetName.RETRIES) == ["q"]
     store.take_lock("q", "k4", "j4", 10)

@@ -112,7 +112,7 @@ class Broker(Maintenance):
             reservation = self._unreserve(jid, "success")
             self.store.release(jid)
             if reservation.unique:
-                self._release_locks([jid])
+                self._release_lock(reservation.queue, reservation.unique, jid)
             if reservation.tracked:
                 self.store.track_state(jid, "success", now)
             if reservation.bid:

@@ -10,7 +10,7 @@ from minifaktory.batches import BatchBook
 from minifaktory.clock import NS, parse_ns
 from minifaktory.errors import CommandError, StoreError
 from minifaktory.payloads import Filter, Job, encode, job_decoder
-from minifaktory.state import BrokerState
+from minifaktory.state import BrokerState, lock_key
 from minifaktory.store import SetName, StoredJob
 
 #: Scanners move at most this many entries per query, looping while batches are full.
@@ -134,13 +134,13 @@ class Maintenance(BrokerState):
     async def delete_queued(self, queue: str, ids: list[int]) -> int:
         """Delete chosen jobs from a queue (Web UI), releasing their uniqueness locks."""
         with self._change() as done:
-            jids = self.store.delete_queued(queue, ids)
+            deleted = self.store.delete_queued(queue, ids)
             state = self.queues.get(queue)
             if state is not None:
-                state.size -= len(jids)
-            self._release_locks(jids)
+                state.size -= len(deleted)
+            self._release_locks_of(deleted)
         await done
-        return len(jids)
+        return len(deleted)
 
     async def edit_queued(self, queue: str, key: int, changes: Job) -> bytes:
         """Edit a waiting job in place (Web UI) by the same rules as PUSH; its new payload.
@@ -153,6 +153,7 @@ class Maintenance(BrokerState):
         if payload is None:
             raise CommandError(f"no job {key} in queue {queue!r} (it may have been fetched)")
         job = job_decoder.decode(payload)
+        held = (job.queue, lock_key(job))
         if (changes.custom or {}).get("bid") != (job.custom or {}).get("bid"):
             raise CommandError("custom.bid cannot be edited: the job would change batches")
         job.args, job.custom, job.at, job.priority = (
@@ -171,7 +172,8 @@ class Maintenance(BrokerState):
             if holder is not None and holder != job.jid:
                 raise CommandError("Job not unique", "NOTUNIQUE")
         with self._change() as done:
-            self._release_locks([job.jid])
+            if held[1]:
+                self._release_lock(*held, job.jid)
             if unique is not None:
                 self._take_lock(job, unique, now)
             new = encode(job)
@@ -281,7 +283,7 @@ class Maintenance(BrokerState):
         self.store.delete_entries(ids)
         self.sets[kind] -= len(ids)
         if how == "discard":
-            self._release_locks(jids)
+            self._release_locks_of((e.jid, e.payload) for e in entries)
             self.store.delete_events(jids)
             return
         for entry in entries:

@@ -56,8 +56,8 @@ class Reservation:
     wid: str
     reserved_at: int
     expires_at: int
-    #: The job holds a uniqueness lock to release when it succeeds.
-    unique: bool = False
+    #: The key of the uniqueness lock (in ``queue``) to release when it succeeds; '' none.
+    unique: str = ""
     #: The job was pushed with ``custom.track``: its state changes are recorded.
     tracked: bool = False
     #: The batch the job belongs to ('' for none).
@@ -333,10 +333,10 @@ class BrokerState:
         job = job_decoder.decode(payload)
         expires = now + jobs.reservation_seconds(job.reserve_for) * NS
         self.store.reserve(WorkingRow(jid, queue, wid, now, expires, payload))
-        unique = options.holds_lock(job)
+        unique = lock_key(job)
         if unique and options.releases_at_start(job):
-            self._release_locks([jid])
-            unique = False
+            self._release_lock(queue, unique, jid)
+            unique = ""
         tracked = options.is_tracked(job)
         if tracked:
             self.store.track_state(jid, "working", now)
@@ -370,8 +370,21 @@ class BrokerState:
         self.expired += count
         self._expired_delta += count
 
-    def _release_locks(self, jids: list[str]) -> None:
-        self._forget_locks(self.store.release_locks(jids))
+    def _release_lock(self, queue: str, key: str, jid: str) -> None:
+        """Release the lock ``jid`` holds on ``key`` in ``queue`` (by primary key)."""
+        if self.store.release_lock(queue, key, jid):
+            self._forget_locks([queue])
+
+    def _release_locks_of(self, entries: Iterable[tuple[str, bytes]]) -> None:
+        """Release the locks held by these (jid, payload) jobs."""
+        for jid, payload in entries:
+            try:
+                job = job_decoder.decode(payload)
+            except msgspec.DecodeError:
+                continue
+            key = lock_key(job)
+            if key:
+                self._release_lock(job.queue, key, jid)
 
     def _forget_locks(self, queues: list[str]) -> None:
         for queue in queues:
@@ -446,14 +459,19 @@ def stored_expiry(job: Job) -> int | None:
         return None
 
 
-def _flags(payload: bytes) -> tuple[bool, bool, str, tuple[str, str] | None, str, bool]:
+def lock_key(job: Job) -> str:
+    """The key of the uniqueness lock a job was pushed with ('' for none)."""
+    return options.unique_key(job) if options.holds_lock(job) else ""
+
+
+def _flags(payload: bytes) -> tuple[str, bool, str, tuple[str, str] | None, str, bool]:
     """A reserved job's lock, tracking and batch roles, jobtype and whether it failed
     before, read back at start-up."""
     try:
         job = job_decoder.decode(payload)
     except msgspec.DecodeError:
-        return False, False, "", None, "", False
-    unique = options.holds_lock(job) and not options.releases_at_start(job)
+        return "", False, "", None, "", False
+    unique = "" if options.releases_at_start(job) else lock_key(job)
     member, callback = batches.member_of(job), batches.callback_of(job)
     return unique, options.is_tracked(job), member, callback, job.jobtype, job.failure is not None
 

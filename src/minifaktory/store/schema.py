@@ -151,6 +151,11 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (target, jid)
     ) WITHOUT ROWID;
     """,
+    # 9: locks are released by their primary key (a reservation knows its lock's key),
+    # so the jid index only cost every unique job an insert and a delete.
+    """
+    DROP INDEX unique_locks_jid;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -271,15 +271,16 @@ class Store:
             (queue, priority, payload, expires_at, key),
         )
 
-    def delete_queued(self, queue: str, ids: Sequence[int]) -> list[str]:
-        """Delete jobs of ``queue`` by row id; the jids of those deleted."""
-        deleted: list[str] = []
+    def delete_queued(self, queue: str, ids: Sequence[int]) -> list[tuple[str, bytes]]:
+        """Delete jobs of ``queue`` by row id; (jid, payload) of those deleted."""
+        deleted: list[tuple[str, bytes]] = []
         for key in dict.fromkeys(ids):
             row = self._one(
-                "DELETE FROM queued WHERE id = ? AND queue = ? RETURNING jid", (key, queue)
+                "DELETE FROM queued WHERE id = ? AND queue = ? RETURNING jid, payload",
+                (key, queue),
             )
             if row is not None:
-                deleted.append(str(row[0]))
+                deleted.append((str(row[0]), bytes(row[1])))
         return deleted
 
     def purge_expired(self, now: int) -> list[str]:
@@ -403,13 +404,14 @@ class Store:
         )
         return existed is None
 
-    def release_locks(self, jids: Sequence[str]) -> list[str]:
-        """Release the locks held by these jobs; the queue of each lock released."""
-        released: list[str] = []
-        for jid in jids:
-            rows = self._all("DELETE FROM unique_locks WHERE jid = ? RETURNING queue", (jid,))
-            released += [str(r[0]) for r in rows]
-        return released
+    def release_lock(self, queue: str, key: str, jid: str) -> bool:
+        """Release ``jid``'s lock on ``key`` (by primary key; a lock another job took over
+        after it expired stays); whether one was released."""
+        row = self._one(
+            "DELETE FROM unique_locks WHERE queue = ? AND key = ? AND jid = ? RETURNING 1",
+            (queue, key, jid),
+        )
+        return row is not None
 
     def release_locks_by_key(self, queue: str, keys: Sequence[str] | None) -> int:
         """Release locks of ``queue`` by key (``None``: every one); how many."""
