@@ -47,6 +47,7 @@ LAYERS = {
         "webui.views",
         "webui.prometheus",
         "client",
+        "worker",
         "statsd",
     ],
     "app": [
@@ -61,6 +62,7 @@ LAYERS = {
         "tools.restore",
         "tools.admin",
         "tools.migrate",
+        "tools.worker",
     ],
 }
 ORDER = list(LAYERS)

@@ -4,6 +4,7 @@ from minifaktory.app import RunningServer, Server, run, run_forever, serve
 from minifaktory.client import AsyncClient, Client, FaktoryError, NotUnique, ServerError
 from minifaktory.clock import FakeClock, SystemClock
 from minifaktory.config import Config
+from minifaktory.worker import Job, Worker, current_job
 
 __version__ = "0.1.0"
 
@@ -13,12 +14,15 @@ __all__ = [
     "Config",
     "FakeClock",
     "FaktoryError",
+    "Job",
     "NotUnique",
     "RunningServer",
     "Server",
     "ServerError",
     "SystemClock",
+    "Worker",
     "__version__",
+    "current_job",
     "run",
     "run_forever",
     "serve",

@@ -202,14 +202,19 @@ class Requests:
         return Request(command("FAIL", body), expect_ok)
 
     @staticmethod
-    def beat(wid: str | None) -> Request[str]:
+    def beat(wid: str | None, current_state: str = "", rss_kb: int = 0) -> Request[str]:
         def read(reply: Reply) -> str:
             if reply.kind == "+":
                 return ""
             state = read_json(reply)
             return str(state.get("state", "")) if isinstance(state, dict) else ""
 
-        return Request(command("BEAT", {"wid": wid}), read)
+        body: dict[str, Any] = {"wid": wid}
+        if current_state:
+            body["current_state"] = current_state
+        if rss_kb:
+            body["rss_kb"] = rss_kb
+        return Request(command("BEAT", body), read)
 
     @staticmethod
     def info() -> Request[dict[str, Any]]:
@@ -226,6 +231,25 @@ class Requests:
     @staticmethod
     def flush() -> Request[None]:
         return Request(command("FLUSH"), expect_ok)
+
+    @staticmethod
+    def track_set(
+        jid: str, percent: int | None, desc: str | None, reserve_until: str | None
+    ) -> Request[None]:
+        body: dict[str, Any] = {"jid": jid}
+        if percent is not None:
+            body["percent"] = percent
+        if desc is not None:
+            body["desc"] = desc
+        if reserve_until is not None:
+            body["reserve_until"] = reserve_until
+        return Request(
+            command("TRACK", "SET " + json.dumps(body, separators=(",", ":"))), expect_ok
+        )
+
+    @staticmethod
+    def track_get(jid: str) -> Request[dict[str, Any]]:
+        return Request(command("TRACK", f"GET {jid}"), lambda reply: dict(read_json(reply)))
 
 
 # -- the blocking client ---------------------------------------------------------------
@@ -351,6 +375,20 @@ class Client:
         """FLUSH: delete everything (tests and development only)."""
         self._run(Requests.flush())
 
+    def track_set(
+        self,
+        jid: str,
+        percent: int | None = None,
+        desc: str | None = None,
+        reserve_until: str | None = None,
+    ) -> None:
+        """TRACK SET: progress of a tracked job and/or a longer reservation."""
+        self._run(Requests.track_set(jid, percent, desc, reserve_until))
+
+    def track_get(self, jid: str) -> dict[str, Any]:
+        """TRACK GET: a tracked job's state, percent and description."""
+        return self._run(Requests.track_get(jid))
+
 
 # -- the anyio client --------------------------------------------------------------------
 
@@ -406,10 +444,11 @@ class AsyncClient:
         if stream is None:
             return
         broken = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
-        with contextlib.suppress(*broken):
-            await stream.send(b"END\r\n")
-        with contextlib.suppress(*broken):
-            await stream.aclose()
+        with anyio.CancelScope(shield=True):  # a cancelled caller must not leak the socket
+            with contextlib.suppress(*broken), anyio.move_on_after(1):
+                await stream.send(b"END\r\n")
+            with contextlib.suppress(*broken):
+                await stream.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return await self.connect()
@@ -466,9 +505,10 @@ class AsyncClient:
         """FAIL a fetched job."""
         await self._run(Requests.fail(jid, errtype, message, backtrace))
 
-    async def beat(self) -> str:
-        """BEAT (worker connections): '' or the state the server asks for."""
-        return await self._run(Requests.beat(self.wid))
+    async def beat(self, current_state: str = "", rss_kb: int = 0) -> str:
+        """BEAT (worker connections), telling the worker's state (quiet, terminate) and
+        memory; '' or the state the server asks for."""
+        return await self._run(Requests.beat(self.wid, current_state, rss_kb))
 
     async def info(self) -> dict[str, Any]:
         """INFO."""
@@ -485,6 +525,20 @@ class AsyncClient:
     async def flush(self) -> None:
         """FLUSH: delete everything (tests and development only)."""
         await self._run(Requests.flush())
+
+    async def track_set(
+        self,
+        jid: str,
+        percent: int | None = None,
+        desc: str | None = None,
+        reserve_until: str | None = None,
+    ) -> None:
+        """TRACK SET: progress of a tracked job and/or a longer reservation."""
+        await self._run(Requests.track_set(jid, percent, desc, reserve_until))
+
+    async def track_get(self, jid: str) -> dict[str, Any]:
+        """TRACK GET: a tracked job's state, percent and description."""
+        return await self._run(Requests.track_get(jid))
 
 
 def _feed(reader: ReplyReader, data: bytes) -> list[Reply]:

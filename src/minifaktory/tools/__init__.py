@@ -14,6 +14,7 @@ Tool = Callable[[Sequence[str], Mapping[str, str]], int]
 
 #: Tool name → ("module:function", one-line summary for ``minifaktory --help``).
 TOOLS: dict[str, tuple[str, str]] = {
+    "worker": ("minifaktory.tools.worker:main", "run a minifaktory.Worker (module:attribute)"),
     "health": ("minifaktory.tools.health:main", "check a server over the protocol (exit 0/1)"),
     "info": ("minifaktory.tools.admin:info", "totals of a running server"),
     "queues": ("minifaktory.tools.admin:queues", "queues with size, latency, paused"),
