@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from hypothesis import given
@@ -11,10 +12,12 @@ from hypothesis import strategies as st
 import minifaktory
 from minifaktory.client import (
     AsyncClient,
+    AsyncPool,
     Client,
     ConnectionFailed,
     FaktoryError,
     NotUnique,
+    Pool,
     ServerError,
     parse_url,
     url_from_env,
@@ -145,3 +148,50 @@ def test_the_async_client() -> None:
             await AsyncClient(f"tcp://127.0.0.1:{port}", timeout=1).connect()
 
     asyncio.run(refused())
+
+
+def test_batches_through_the_client() -> None:
+    with minifaktory.run() as srv, Client(srv.url) as c:
+        bid = c.batch_new({"description": "import",
+                           "success": {"jobtype": "Done", "args": []}})  # fmt: skip
+        c.push({"jobtype": "Part", "custom": {"bid": bid}})
+        c.batch_commit(bid)
+        status = c.batch_status(bid)
+        assert (status["bid"], status["total"], status["pending"]) == (bid, 1, 1)
+        c.batch_open(bid)
+        with pytest.raises(ServerError, match="No such batch"):
+            c.batch_status("b-nope")
+
+
+def test_pools_share_a_few_connections() -> None:
+    with minifaktory.run() as srv:
+        pool = Pool(srv.url, size=3)
+        results: list[str] = []
+
+        def push(i: int) -> None:
+            with pool.client() as c:
+                results.append(c.push({"jobtype": "P", "args": [i]}))
+
+        threads = [threading.Thread(target=push, args=(i,)) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert len(set(results)) == 20
+        assert srv.info()["server"]["connections"] <= 3
+        pool.close()
+
+        async def tasks() -> int:
+            apool = AsyncPool(srv.url, size=2)
+            jids: list[str] = []
+
+            async def one(i: int) -> None:
+                async with apool.client() as c:
+                    jids.append(await c.push({"jobtype": "A", "args": [i]}))
+
+            await asyncio.gather(*(one(i) for i in range(10)))
+            await apool.close()
+            return len(set(jids))
+
+        assert asyncio.run(tasks()) == 10
+        assert srv.info()["faktory"]["queues"]["default"] == 30

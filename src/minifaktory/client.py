@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import socket
 import ssl
+import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -248,6 +250,18 @@ class Requests:
         )
 
     @staticmethod
+    def batch_new(spec: Mapping[str, Any]) -> Request[str]:
+        return Request(command("BATCH", "NEW " + json.dumps(spec, separators=(",", ":"))), _bid)
+
+    @staticmethod
+    def batch(action: str, bid: str) -> Request[str]:
+        return Request(command("BATCH", f"{action} {bid}"), _bid)
+
+    @staticmethod
+    def batch_status(bid: str) -> Request[dict[str, Any]]:
+        return Request(command("BATCH", f"STATUS {bid}"), lambda reply: dict(read_json(reply)))
+
+    @staticmethod
     def track_get(jid: str) -> Request[dict[str, Any]]:
         return Request(command("TRACK", f"GET {jid}"), lambda reply: dict(read_json(reply)))
 
@@ -388,6 +402,23 @@ class Client:
     def track_get(self, jid: str) -> dict[str, Any]:
         """TRACK GET: a tracked job's state, percent and description."""
         return self._run(Requests.track_get(jid))
+
+    def batch_new(self, spec: Mapping[str, Any]) -> str:
+        """BATCH NEW: ``{"description", "success": job, "complete": job, "parent_bid"}``;
+        the new bid. Push members with ``custom.bid``, then ``batch_commit``."""
+        return self._run(Requests.batch_new(spec))
+
+    def batch_open(self, bid: str) -> None:
+        """BATCH OPEN: add members to a committed batch."""
+        self._run(Requests.batch("OPEN", bid))
+
+    def batch_commit(self, bid: str) -> None:
+        """BATCH COMMIT: every member is pushed."""
+        self._run(Requests.batch("COMMIT", bid))
+
+    def batch_status(self, bid: str) -> dict[str, Any]:
+        """BATCH STATUS."""
+        return self._run(Requests.batch_status(bid))
 
 
 # -- the anyio client --------------------------------------------------------------------
@@ -539,6 +570,96 @@ class AsyncClient:
     async def track_get(self, jid: str) -> dict[str, Any]:
         """TRACK GET: a tracked job's state, percent and description."""
         return await self._run(Requests.track_get(jid))
+
+    async def batch_new(self, spec: Mapping[str, Any]) -> str:
+        """BATCH NEW; the new bid."""
+        return await self._run(Requests.batch_new(spec))
+
+    async def batch_open(self, bid: str) -> None:
+        """BATCH OPEN."""
+        await self._run(Requests.batch("OPEN", bid))
+
+    async def batch_commit(self, bid: str) -> None:
+        """BATCH COMMIT."""
+        await self._run(Requests.batch("COMMIT", bid))
+
+    async def batch_status(self, bid: str) -> dict[str, Any]:
+        """BATCH STATUS."""
+        return await self._run(Requests.batch_status(bid))
+
+
+class Pool:
+    """A few blocking connections shared by threads: ``with pool.client() as c: ...``.
+
+    A connection that broke is dropped, not returned; at most ``size`` are open.
+    """
+
+    def __init__(self, url: str | None = None, *, size: int = 5, **options: Any) -> None:
+        self.url, self.options = url, options
+        self._idle: queue.LifoQueue[Client] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(max(size, 1))
+
+    @contextlib.contextmanager
+    def client(self, timeout: float | None = None) -> Iterator[Client]:
+        """Borrow a connection (waiting up to ``timeout`` s for a free one)."""
+        if not self._slots.acquire(timeout=timeout):
+            raise FaktoryError("no free connection in the pool")
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = Client(self.url, **self.options)
+            try:
+                yield conn
+            except ConnectionFailed:
+                conn.close()
+                raise
+            self._idle.put(conn)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+class AsyncPool:
+    """``AsyncClient`` connections shared by tasks: ``async with pool.client() as c:``."""
+
+    def __init__(self, url: str | None = None, *, size: int = 5, **options: Any) -> None:
+        self.url, self.options = url, options
+        self._idle: list[AsyncClient] = []
+        self._slots = anyio.Semaphore(max(size, 1))
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[AsyncClient]:
+        """Borrow a connection (waiting for a free one)."""
+        async with self._slots:
+            conn = (
+                self._idle.pop()
+                if self._idle
+                else await AsyncClient(self.url, **self.options).connect()
+            )
+            try:
+                yield conn
+            except ConnectionFailed:
+                await conn.close()
+                raise
+            self._idle.append(conn)
+
+    async def close(self) -> None:
+        """Close the idle connections."""
+        while self._idle:
+            await self._idle.pop().close()
+
+
+def _bid(reply: Reply) -> str:
+    raise_for(reply)
+    return (reply.data or b"").decode()
 
 
 def _feed(reader: ReplyReader, data: bytes) -> list[Reply]:
