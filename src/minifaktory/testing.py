@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -30,11 +30,11 @@ import msgspec
 import pytest
 
 from minifaktory.app import RunningServer, run
-from minifaktory.client import Client
+from minifaktory.client import AsyncClient, Client
 from minifaktory.clock import TravelClock
 from minifaktory.store import SetName
 from minifaktory.store.reader import Reader
-from minifaktory.worker import Worker
+from minifaktory.worker import Job, Worker, running
 
 SETS = {"scheduled": SetName.SCHEDULED, "retries": SetName.RETRIES, "dead": SetName.DEAD,
         "morgue": SetName.DEAD}  # fmt: skip
@@ -156,15 +156,21 @@ class Faktory:
             try:
                 if handler is None:
                     raise LookupError(f"no handler for jobtype {job.get('jobtype')!r}")
-                result = handler(*job.get("args", []))
-                if inspect.isawaitable(result):
-                    anyio.run(_awaited, result)
+                with running(Job(job, self._side)):
+                    result = handler(*job.get("args", []))
+                    if inspect.isawaitable(result):
+                        anyio.run(_awaited, result)
             except Exception as exc:
                 lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
                 client.fail(job["jid"], type(exc).__name__, str(exc), "".join(lines).splitlines())
             else:
                 client.ack(job["jid"])
         return ran
+
+    async def _side(self, call: Callable[[AsyncClient], Awaitable[Any]]) -> Any:
+        """A job's own commands (``checkin``) from a drained handler."""
+        async with AsyncClient(self.url) as client:
+            return await call(client)
 
     def travel(self, seconds: float) -> None:
         """Move the server's clock forward and run its periodic tasks: scheduled jobs,

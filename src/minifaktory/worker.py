@@ -22,6 +22,7 @@ for jobs in flight, and FAILs the ones still running so they are retried.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -29,14 +30,17 @@ import logging
 import os
 import random
 import signal
+import threading
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 
 from minifaktory.client import AsyncClient, ConnectionFailed, FaktoryError, url_from_env
 
@@ -58,12 +62,23 @@ def current_job() -> Job:
     return _current.get()
 
 
+@contextlib.contextmanager
+def running(job: Job) -> Iterator[Job]:
+    """Make ``job`` what ``current_job()`` returns inside the block."""
+    token = _current.set(job)
+    try:
+        yield job
+    finally:
+        _current.reset(token)
+
+
 @dataclass
 class Job:
     """A fetched job and what a handler may do about it."""
 
     payload: dict[str, Any]
-    worker: Worker
+    #: Runs a command on a connection of the worker's (``Worker._side_call``).
+    side: Callable[[Callable[[AsyncClient], Awaitable[Any]]], Awaitable[Any]]
     logger: logging.LoggerAdapter[logging.Logger] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -99,11 +114,11 @@ class Job:
 
     async def checkin(self, desc: str | None = None, percent: int | None = None) -> None:
         """Report progress (TRACK SET; shown on the Busy page for tracked jobs)."""
-        await self.worker._side_call(lambda c: c.track_set(self.jid, percent, desc))
+        await self.side(lambda c: c.track_set(self.jid, percent, desc))
 
     async def extend_reservation(self, until: str) -> None:
         """Keep the reservation until ``until`` (RFC 3339), for a job that runs long."""
-        await self.worker._side_call(lambda c: c.track_set(self.jid, reserve_until=until))
+        await self.side(lambda c: c.track_set(self.jid, reserve_until=until))
 
 
 class Worker:
@@ -143,9 +158,12 @@ class Worker:
         self.processed = self.failed = 0
         #: Sync handlers still running in their threads after the shutdown deadline.
         self.abandoned = 0
-        self._stopping = anyio.Event()
+        # Made by serve(), on the event loop that runs the worker.
+        self._stopping: anyio.Event | None = None
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._loop_thread = 0
         self._side: AsyncClient | None = None
-        self._side_lock = anyio.Lock()
+        self._side_lock: anyio.Lock | None = None
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -180,14 +198,27 @@ class Worker:
             log.info("worker %s: quiet, no new jobs", self.wid)
 
     def terminate(self) -> None:
-        """Stop fetching, finish or FAIL what runs within the grace period, and exit."""
+        """Stop fetching, finish or FAIL what runs within the grace period, and exit.
+        Safe to call from any thread."""
         if self.state != "terminate":
             self.state = "terminate"
             log.info("worker %s: terminating", self.wid)
-        self._stopping.set()
+        stopping, token = self._stopping, self._token
+        if stopping is None or token is None:
+            return  # serve() will see the state
+        if threading.get_ident() == self._loop_thread:
+            stopping.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has already finished
+                anyio.from_thread.run_sync(stopping.set, token=token)
 
     async def serve(self, *, handle_signals: bool = False) -> None:
         """Work until ``terminate()``, a BEAT reply or a signal says to stop."""
+        self._stopping, self._side_lock = anyio.Event(), anyio.Lock()
+        self._token = anyio.lowlevel.current_token()
+        self._loop_thread = threading.get_ident()
+        if self.state == "terminate":
+            self._stopping.set()
         beat = AsyncClient(self.url, wid=self.wid, labels=self.labels)
         await beat.connect()
         self._side = beat
@@ -203,11 +234,13 @@ class Worker:
                 if self._side is not None:
                     await self._side.close()
             self._side = None
+            self._stopping = self._token = None
 
     async def _process_until_stopped(self) -> None:
         async with anyio.create_task_group() as processors:
             for _ in range(self.concurrency):
                 processors.start_soon(self._processor)
+            assert self._stopping is not None
             await self._stopping.wait()
             with anyio.move_on_after(self.shutdown_timeout):
                 while self.in_flight:
@@ -235,6 +268,8 @@ class Worker:
     async def _side_call(self, call: Callable[[AsyncClient], Awaitable[Any]]) -> Any:
         """A command on the heartbeat connection (TRACK SET, FAIL at shutdown)."""
         if self._side is None:
+            raise FaktoryError("the worker is not running")
+        if self._side_lock is None:
             raise FaktoryError("the worker is not running")
         async with self._side_lock:
             try:
@@ -298,7 +333,7 @@ class Worker:
                     continue
                 if payload is None:
                     continue
-                job = Job(payload, self)
+                job = Job(payload, self._side_call)
                 self.in_flight[job.jid] = job
                 try:
                     await self._perform(client, job)
@@ -376,4 +411,4 @@ def rss_kb() -> int:
         return 0
 
 
-__all__ = ["Job", "Worker", "current_job", "rss_kb"]
+__all__ = ["Job", "Worker", "current_job", "rss_kb", "running"]

@@ -1,0 +1,1 @@
+"""Runnable examples (see each file and examples/shop/README.md)."""

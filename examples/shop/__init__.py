@@ -1,0 +1,1 @@
+"""A small shop that sends its slow work to Faktory: see README.md here."""
