@@ -50,6 +50,7 @@ def test_handlers_failures_and_middleware() -> None:
 
         @worker.register("Add")
         def add(a: int, b: int) -> None:
+            current_job().checkin_sync("adding", 10)
             seen.append(("add", a + b, current_job().jobtype, threading.current_thread().name))
 
         @worker.register("Hello")
@@ -63,7 +64,7 @@ def test_handlers_failures_and_middleware() -> None:
             raise ValueError("no good")
 
         with Client(srv.url) as c:
-            c.push({"jobtype": "Add", "args": [2, 3]})
+            c.push({"jid": "add-job-001", "jobtype": "Add", "args": [2, 3], "custom": {"track": 1}})
             c.push(
                 {"jid": "hello-job-1", "jobtype": "Hello", "args": ["ann"], "custom": {"track": 1}}
             )
@@ -72,6 +73,7 @@ def test_handlers_failures_and_middleware() -> None:
             thread = start(worker)
             until(lambda: srv.info()["faktory"]["sets"]["retries"] == 2 and len(seen) == 2)
             assert c.track_get("hello-job-1")["desc"] == "greeting"
+            assert c.track_get("add-job-001")["desc"] == "adding"  # from a sync handler
             worker.terminate()
             thread.join(10)
         assert not thread.is_alive()

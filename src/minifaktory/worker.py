@@ -33,7 +33,15 @@ import signal
 import threading
 import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
@@ -119,6 +127,21 @@ class Job:
     async def extend_reservation(self, until: str) -> None:
         """Keep the reservation until ``until`` (RFC 3339), for a job that runs long."""
         await self.side(lambda c: c.track_set(self.jid, reserve_until=until))
+
+    def checkin_sync(self, desc: str | None = None, percent: int | None = None) -> None:
+        """``checkin`` for sync handlers (which run in a worker thread)."""
+        _from_thread(self.checkin, desc, percent)
+
+    def extend_reservation_sync(self, until: str) -> None:
+        """``extend_reservation`` for sync handlers."""
+        _from_thread(self.extend_reservation, until)
+
+
+def _from_thread(call: Callable[..., Coroutine[Any, Any, None]], *args: Any) -> None:
+    try:
+        anyio.from_thread.run(call, *args)
+    except RuntimeError:  # not in a worker thread of an event loop (drain in a test)
+        anyio.run(call, *args)
 
 
 class Worker:
