@@ -269,7 +269,22 @@ class Requests:
 # -- the blocking client ---------------------------------------------------------------
 
 
-class Client:
+class _Conversation:
+    """What both clients keep: where the server is, who we are, replies not yet read."""
+
+    def __init__(self, url: str | None, wid: str | None) -> None:
+        self.location = parse_url(url if url is not None else url_from_env())
+        self.wid = wid
+        self._reader = ReplyReader()
+        self._pending: list[Reply] = []
+
+    def _received(self, data: bytes) -> None:
+        if not data:
+            raise ConnectionFailed(f"{self.location.display} closed the connection")
+        self._pending += _feed(self._reader, data)
+
+
+class Client(_Conversation):
     """One connection to a Faktory server. Use it from one thread at a time.
 
     ``with Client(url) as c: c.push({"jobtype": "Email", "args": [1]})``
@@ -284,10 +299,7 @@ class Client:
         labels: Iterable[str] = (),
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.location = parse_url(url if url is not None else url_from_env())
-        self.wid = wid
-        self._reader = ReplyReader()
-        self._pending: list[Reply] = []
+        super().__init__(url, wid)
         self._sock: socket.socket | None = self._connect(timeout, tls_context)
         try:
             self._run(hello(self._reply(), self.location, wid, labels))
@@ -342,9 +354,7 @@ class Client:
                 data = self._sock.recv(65536)
             except OSError as exc:
                 raise ConnectionFailed(f"{self.location.display}: {exc}") from None
-            if not data:
-                raise ConnectionFailed(f"{self.location.display} closed the connection")
-            self._pending += _feed(self._reader, data)
+            self._received(data)
         return self._pending.pop(0)
 
     def push(self, job: Mapping[str, Any]) -> str:
@@ -424,7 +434,7 @@ class Client:
 # -- the anyio client --------------------------------------------------------------------
 
 
-class AsyncClient:
+class AsyncClient(_Conversation):
     """The same client for async code (asyncio or trio, through anyio).
 
     ``async with AsyncClient(url) as c: await c.push({"jobtype": "Email"})``;
@@ -440,11 +450,9 @@ class AsyncClient:
         labels: Iterable[str] = (),
         tls_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.location = parse_url(url if url is not None else url_from_env())
-        self.wid, self.labels = wid, list(labels)
+        super().__init__(url, wid)
+        self.labels = list(labels)
         self._timeout, self._tls_context = timeout, tls_context
-        self._reader = ReplyReader()
-        self._pending: list[Reply] = []
         self._stream: anyio.abc.ByteStream | None = None
         self._lock = anyio.Lock()
 
@@ -508,10 +516,10 @@ class AsyncClient:
             try:
                 data = await self._stream.receive(65536)
             except anyio.EndOfStream:
-                raise ConnectionFailed(f"{self.location.display} closed the connection") from None
+                data = b""
             except (OSError, anyio.BrokenResourceError) as exc:
                 raise ConnectionFailed(f"{self.location.display}: {exc}") from None
-            self._pending += _feed(self._reader, data)
+            self._received(data)
         return self._pending.pop(0)
 
     async def push(self, job: Mapping[str, Any]) -> str:
