@@ -786,3 +786,15 @@ def test_counters_and_daily_history_survive_restart(tmp_path: Path) -> None:
 
     today = utc_date(clock.now_ns())
     assert Reader(db).history(today) == {today: (3, 1)}
+
+
+def test_invalid_utf8_and_deep_nesting(client: WireClient) -> None:
+    # Go's encoding/json turns invalid UTF-8 into U+FFFD; a clear -ERR for nesting it
+    # cannot follow (found by the property tests: both used to be "internal error").
+    assert client.call(b'PUSH {"jid":"abcdefgh\x80ij","jobtype":"T","args":[]}') == b"+OK\r\n"
+    fetched = fetch_json(client)
+    assert fetched["jid"] == "abcdefgh\ufffdij"
+    deep = b"[" * 3000 + b"]" * 3000
+    reply = client.call(b'PUSH {"jid":"abcdefghij","jobtype":"T","args":' + deep + b"}")
+    assert reply == b"-ERR invalid JSON: JSON nested too deeply\r\n"
+    assert client.call(b'HELLO {"wid":"\x80"}').startswith(b"-ERR")  # already said hello

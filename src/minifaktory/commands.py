@@ -121,7 +121,7 @@ async def fetch(session: Session, cmd: Command) -> bytes | None:
 def _jid_of(cmd: Command) -> str:
     """The jid of an ``{"jid":"…"}`` payload (a map of strings, as Faktory decodes it)."""
     try:
-        return ack_decoder.decode(_payload(cmd))["jid"]
+        return decode_lenient(ack_decoder, _payload(cmd))["jid"]
     except (msgspec.DecodeError, KeyError):
         raise CommandError(f"invalid {cmd.verb} {cmd.text}") from None
 

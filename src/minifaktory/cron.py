@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+import time
 import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,7 +103,10 @@ def _has_seconds(expression: str) -> bool:
 
 
 def _datetime(ns: int, timezone: str) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ns / NS, zoneinfo.ZoneInfo(timezone))
+    # Whole seconds and microseconds as integers: a float timestamp would round a time a
+    # few nanoseconds before a firing up to the firing itself, and skip it.
+    moment = dt.datetime.fromtimestamp(ns // NS, zoneinfo.ZoneInfo(timezone))
+    return moment.replace(microsecond=ns % NS // 1000)
 
 
 def _ns(value: dt.datetime) -> int:
@@ -143,7 +147,8 @@ def _parse_entry(raw: Any, where: str, default_timezone: str) -> CronEntry:
     timezone = raw.get("timezone", default_timezone)
     try:
         zoneinfo.ZoneInfo(str(timezone))
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a name that is a directory of the zone database, or far too long.
         raise ConfigError(f"{where}: unknown time zone {timezone!r}") from None
     every_ns, expression = _parse_schedule(schedule.strip(), where)
     job = raw.get("job")
@@ -154,12 +159,20 @@ def _parse_entry(raw: Any, where: str, default_timezone: str) -> CronEntry:
         json.dumps([schedule, str(timezone), job], sort_keys=True, default=str).encode()
     ).hexdigest()[:32]
     entry = CronEntry(key, schedule, where, str(timezone), job, every_ns, expression)
+    try:
+        entry.next_after(time.time_ns())
+    except ValueError:  # croniter's "no such date", e.g. February 30th
+        raise ConfigError(f"{where}: the schedule never fires") from None
     try:  # the job must pass the same rules as a PUSH, once, at start-up
         sample = entry.make_job()
         options.parse_options(sample, 0, jobs.prepare_push(sample, 0))
     except CommandError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
     return entry
+
+
+#: The longest ``@every`` interval (longer ones would overflow the nanosecond clock).
+MAX_EVERY_SECONDS = 100 * 365 * 86_400
 
 
 def _parse_schedule(schedule: str, where: str) -> tuple[int | None, str]:
@@ -171,6 +184,8 @@ def _parse_schedule(schedule: str, where: str) -> tuple[int | None, str]:
             raise ConfigError(f"{where}: @every needs a duration such as 90s or 1h30m") from None
         if seconds < 1:
             raise ConfigError(f"{where}: @every must be at least 1s")
+        if seconds > MAX_EVERY_SECONDS:
+            raise ConfigError(f"{where}: @every must be at most 100 years")
         return int(seconds * NS), ""
     expression = MACROS.get(schedule, schedule)
     if expression.startswith("@"):

@@ -61,10 +61,17 @@ def parse_limits(document: Mapping[str, Any]) -> WorkerLimits:
     )
 
 
+#: Upper bounds: seconds of run time (10 years) and megabytes of memory (1 EB).
+LIMIT_MAX = {"max_job_runtime": 10 * 365 * 86_400, "max_rss_mb": 2**40}
+
+
 def _positive(table: Mapping[str, Any], key: str, where: str) -> float | None:
     value = table.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{where}: {key} must be a number greater than 0, not {value!r}")
+    most = LIMIT_MAX[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= most:
+        raise ConfigError(
+            f"{where}: {key} must be a number greater than 0 and at most {most}, not {value!r}"
+        )
     return float(value)

@@ -288,7 +288,7 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
 
 
 def _port(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ConfigError(f"statsd: {what}: invalid port {text!r}")
     return int(text)
 

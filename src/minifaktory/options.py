@@ -74,7 +74,10 @@ def _seconds(value: Any, field: str, *, durations: bool = False) -> float:
     if isinstance(value, bool):
         raise CommandError(f"invalid custom.{field}: expected a number of seconds, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer past float's range: as good as infinite
+            seconds = math.inf
     elif durations and isinstance(value, str):
         try:
             seconds = parse_duration(value)
@@ -84,7 +87,9 @@ def _seconds(value: Any, field: str, *, durations: bool = False) -> float:
             ) from None
     else:
         raise CommandError(f"invalid custom.{field}: expected a number of seconds, got {value!r}")
-    if not math.isfinite(seconds) or seconds <= 0:
+    if not math.isfinite(seconds):
+        raise CommandError(f"invalid custom.{field}: must be a finite number of seconds")
+    if seconds <= 0:
         raise CommandError(f"invalid custom.{field}: must be greater than 0, got {value!r}")
     return min(seconds, MAX_SECONDS)
 

@@ -152,7 +152,20 @@ T = TypeVar("T")
 
 
 def decode_lenient(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
-    """Decode with Go's rule that a ``null`` field means "leave it at its zero value"."""
+    """Decode a command's payload as Go's encoding/json would: a ``null`` field leaves it
+    at its zero value, and invalid UTF-8 in a string becomes U+FFFD. Anything else
+    wrong, nesting too deep included, is a ``msgspec.DecodeError``."""
+    try:
+        try:
+            return _decode_nulls_as_absent(decoder, data)
+        except UnicodeDecodeError:
+            fixed = data.decode("utf-8", "replace").encode()
+            return _decode_nulls_as_absent(decoder, fixed)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply") from None
+
+
+def _decode_nulls_as_absent(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:

@@ -90,10 +90,20 @@ def parse_throttles(document: Mapping[str, Any]) -> dict[str, Throttle]:
         timeout = entry.get("timeout")
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ConfigError(f"{where}: the limit must be a whole number of at least 1")
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise ConfigError(f"{where}: timeout (seconds, greater than 0) is required")
+        if (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not 0 < timeout <= MAX_TIMEOUT_SECONDS  # also refuses nan
+        ):
+            raise ConfigError(
+                f"{where}: timeout (seconds, greater than 0, at most 10 years) is required"
+            )
         out[queue] = Throttle(queue, limit, per_worker, int(timeout * NS))
     return out
+
+
+#: The longest throttle timeout (longer ones would overflow the nanosecond clock).
+MAX_TIMEOUT_SECONDS = 10 * 365 * 86_400
 
 
 def slots_for(throttles: Iterable[Throttle]) -> dict[str, Slots]:
