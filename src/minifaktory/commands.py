@@ -301,14 +301,7 @@ def current_state(services: Services) -> dict[str, Any]:
             # dropped so far and uniqueness locks held per queue.
             "total_expired": broker.expired,
             "unique_locks": {name: broker.locks[name] for name in sorted(broker.locks)},
-            "throttles": {
-                name: {
-                    "limit": slots.throttle.limit,
-                    "per": "worker" if slots.throttle.per_worker else "server",
-                    "in_use": slots.in_use(now),
-                }
-                for name, slots in sorted(broker.slots.items())
-            },
+            "throttles": throttle_table(broker, now),
             "cron": broker.cron_table(services.cron),
             "batches": {
                 "open": broker.batches.open_count,
@@ -325,6 +318,18 @@ def current_state(services: Services) -> dict[str, Any]:
             # Beyond Faktory's document: whether the file takes writes, for health checks.
             "store": store_health(broker),
         },
+    }
+
+
+def throttle_table(broker: Broker, now: int) -> dict[str, dict[str, Any]]:
+    """Each throttled queue's limit, scope and slots in use."""
+    return {
+        name: {
+            "limit": slots.throttle.limit,
+            "per": "worker" if slots.throttle.per_worker else "server",
+            "in_use": slots.in_use(now),
+        }
+        for name, slots in sorted(broker.slots.items())
     }
 
 

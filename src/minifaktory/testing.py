@@ -93,17 +93,9 @@ class Faktory:
         server = self._embedded("listing jobs")
         reader = Reader(server.db_path)
         try:
-            rows = []
-            if where in SETS:
-                after: tuple[int, int] | None = None
-                while page := reader.set_page(SETS[where], after, 500):
-                    rows += page
-                    after = (page[-1].score, page[-1].key)
-            else:
-                key: int | None = None
-                while queued := reader.queue_page(where, key, 500):
-                    rows += queued
-                    key = queued[-1].key
+            rows = list(
+                reader.whole_set(SETS[where]) if where in SETS else reader.whole_queue(where)
+            )
         finally:
             reader.close()
         return [msgspec.json.decode(row.payload) for row in rows]

@@ -8,6 +8,7 @@ never by OFFSET, so a page costs the same at row 10 and at row 1,000,000.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -109,6 +110,20 @@ class Reader:
             (int(kind), start[0], start[1], text, text.encode(), tag, needle, tag, limit),
         ).fetchall()
         return [Row(int(i), int(s), str(j), bytes(b)) for i, s, j, b in rows]
+
+    def whole_queue(self, queue: str, batch: int = 500) -> Iterator[Row]:
+        """Every job of a queue in fetch order, read ``batch`` rows per query."""
+        after: int | None = None
+        while rows := self.queue_page(queue, after, batch):
+            yield from rows
+            after = rows[-1].key
+
+    def whole_set(self, kind: SetName, batch: int = 500) -> Iterator[Row]:
+        """Every entry of a set by score, read ``batch`` rows per query."""
+        after: tuple[int, int] | None = None
+        while rows := self.set_page(kind, after, batch):
+            yield from rows
+            after = (rows[-1].score, rows[-1].key)
 
     def set_entry(self, kind: SetName, key: int) -> Row | None:
         """One entry of a set by its row id."""

@@ -98,20 +98,16 @@ class Migration:
         """Every job of one kind, ready to push, in order."""
         if kind == "queued":
             for queue in self.reader.queue_names():
-                after: int | None = None
-                while rows := self.reader.queue_page(queue, after, self.batch):
-                    yield from (json.loads(r.payload) for r in rows)
-                    after = rows[-1].key
+                yield from (
+                    json.loads(r.payload) for r in self.reader.whole_queue(queue, self.batch)
+                )
             return
         set_kind = SetName.SCHEDULED if kind == "scheduled" else SetName.RETRIES
-        cursor: tuple[int, int] | None = None
-        while rows := self.reader.set_page(set_kind, cursor, self.batch):
-            for row in rows:
-                job = json.loads(row.payload)
-                if kind == "retries":
-                    job["at"] = (job.get("failure") or {}).get("next_at") or job.get("at", "")
-                yield job
-            cursor = (rows[-1].score, rows[-1].key)
+        for row in self.reader.whole_set(set_kind, self.batch):
+            job = json.loads(row.payload)
+            if kind == "retries":
+                job["at"] = (job.get("failure") or {}).get("next_at") or job.get("at", "")
+            yield job
 
     def run(self, client: Client, progress: Progress) -> Tally:
         tally = Tally()
@@ -153,12 +149,9 @@ def export_dead(reader: Reader, path: Path) -> int:
     count = 0
     partial = path.with_name(f".{path.name}.partial")
     with partial.open("w") as out:
-        cursor: tuple[int, int] | None = None
-        while rows := reader.set_page(SetName.DEAD, cursor, BATCH):
-            for row in rows:
-                out.write(row.payload.decode() + "\n")
-                count += 1
-            cursor = (rows[-1].score, rows[-1].key)
+        for row in reader.whole_set(SetName.DEAD, BATCH):
+            out.write(row.payload.decode() + "\n")
+            count += 1
     partial.replace(path)
     return count
 

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from minifaktory.clock import NS, format_ns
-from minifaktory.commands import Services, current_state
+from minifaktory.commands import Services, throttle_table
 from minifaktory.config import Config
 from minifaktory.store import BatchRow
 from minifaktory.store.reader import Reader, Row
@@ -92,8 +92,7 @@ def cron(web: Web) -> list[dict[str, Any]]:
 
 def throttles(web: Web) -> dict[str, Any]:
     """Each throttled queue's limit and the slots in use."""
-    state: dict[str, Any] = current_state(web.services)["faktory"]["throttles"]
-    return state
+    return throttle_table(web.broker, web.services.clock.now_ns())
 
 
 def locks(web: Web) -> list[dict[str, Any]]:
