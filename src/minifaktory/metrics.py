@@ -102,21 +102,19 @@ class Metrics:
 
     def queue_label(self, name: str) -> str:
         """``name``, or ``other`` once ``max_labels`` other queues are tracked."""
-        if name in self._queues:
-            return name
-        if len(self._queues) < self.max_labels:
-            self._queues.add(name)
-            return name
-        return self._fold("queue", name)
+        return self._label(self._queues, "queue", name)
 
     def jobtype_label(self, name: str) -> str:
         """``name``, or ``other`` once ``max_labels`` other jobtypes are tracked."""
-        if name in self._jobtypes:
+        return self._label(self._jobtypes, "jobtype", name)
+
+    def _label(self, seen: set[str], label: str, name: str) -> str:
+        if name in seen:
             return name
-        if len(self._jobtypes) < self.max_labels:
-            self._jobtypes.add(name)
+        if len(seen) < self.max_labels:
+            seen.add(name)
             return name
-        return self._fold("jobtype", name)
+        return self._fold(label, name)
 
     def _fold(self, label: str, name: str) -> str:
         if not self.folded[label]:
