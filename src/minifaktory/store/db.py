@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -16,6 +17,10 @@ from minifaktory.store import schema
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 #: Page cache in KiB (negative = KiB, as SQLite counts it): keeps a big queue's head hot.
 CACHE_SIZE = -32 * 1024
+#: What a server needs of the file system, for error messages.
+NEEDS_WRITE = (
+    "the server must be able to write the file and create its -wal and -shm files beside it"
+)
 
 
 def connect(path: Path | str, durability: str, *, readonly: bool = False) -> apsw.Connection:
@@ -24,6 +29,8 @@ def connect(path: Path | str, durability: str, *, readonly: bool = False) -> aps
         raise StoreError(f"unknown durability {durability!r}: use 'full' or 'normal'")
     target = str(path)
     if target != ":memory:" and not readonly:
+        if Path(target).is_dir():
+            raise StoreError(f"cannot open database {target}: it is a directory")
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     flags = (
         apsw.SQLITE_OPEN_READONLY
@@ -41,9 +48,25 @@ def connect(path: Path | str, durability: str, *, readonly: bool = False) -> aps
         conn.execute(f"PRAGMA cache_size={CACHE_SIZE}")
         if not readonly:
             schema.migrate(conn)
+            _check_writable(conn, target)
+    except (apsw.ReadOnlyError, apsw.PermissionsError) as exc:
+        raise StoreError(f"cannot open database {target}: {exc}; {NEEDS_WRITE}") from None
     except apsw.Error as exc:
         raise StoreError(f"cannot open database {target}: {exc}") from exc
     return conn
+
+
+def _check_writable(conn: apsw.Connection, target: str) -> None:
+    """Take the write lock once, so that a locked or read-only file fails at start-up
+    with a clear message rather than at the first command."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("COMMIT")
+    except apsw.BusyError:
+        raise StoreError(
+            f"cannot open database {target}: another program holds its write lock "
+            "(an open transaction in an SQLite shell or tool?); close it and start again"
+        ) from None
 
 
 def hold(path: Path | str) -> int | None:
@@ -51,13 +74,28 @@ def hold(path: Path | str) -> int | None:
     the returned descriptor is closed); StoreError when another server holds it."""
     if str(path) == ":memory:":
         return None
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {_os_reason(exc)}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         raise StoreError(f"{path} is in use by another minifaktory server: stop it first") from None
     return fd
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError in words for an operator, with what to do for the usual causes."""
+    if exc.errno == errno.EISDIR:
+        return "it is a directory"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied; {NEEDS_WRITE}"
+    if exc.errno == errno.EROFS:
+        return f"it is on a read-only file system; {NEEDS_WRITE}"
+    return exc.strerror or str(exc)
 
 
 def in_use(path: Path | str) -> bool:

@@ -105,7 +105,14 @@ class Store:
         #: off the event loop, covers every commit made meanwhile. SQLite's own FULL
         #: mode would fsync inside every COMMIT, on the event loop.
         self.sync_after_commit = durability == "full" and str(path) != ":memory:"
-        self._conn = db.connect(path, "normal" if self.sync_after_commit else durability)
+        # Held before opening, so that two servers never migrate the same file at once.
+        self._held = db.hold(path) if serve else None
+        try:
+            self._conn = db.connect(path, "normal" if self.sync_after_commit else durability)
+        except StoreError:
+            if self._held is not None:
+                os.close(self._held)
+            raise
         self._cur = self._conn.cursor()
         self._wal_fd: int | None = None
         #: WAL checkpoints (run after the commit that grows the WAL past
@@ -113,20 +120,15 @@ class Store:
         self.checkpoints = Timing()
         self._conn.set_wal_hook(self._wal_hook)
         self._changes_committed = self._conn.total_changes()
-        self._held: int | None = None
-        if serve:
-            try:
-                self._held = db.hold(path)
-            except StoreError:
-                self._conn.close()
-                raise
 
     def _wal_hook(self, conn: apsw.Connection, name: str, pages: int) -> int:
         if pages >= CHECKPOINT_PAGES:
             started = time.perf_counter()
             try:
                 conn.wal_checkpoint(name, apsw.SQLITE_CHECKPOINT_PASSIVE)
-            except apsw.BusyError:  # a reader holds the WAL: the next commit tries again
+            except apsw.Error:
+                # A reader holds the WAL, or the disk is full: the commit itself stands
+                # (an error here would fail it after the fact); the next one tries again.
                 return apsw.SQLITE_OK
             self.checkpoints.add(time.perf_counter() - started)
         return apsw.SQLITE_OK
