@@ -657,9 +657,18 @@ def ready_times(starts: int) -> dict[str, Any]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def e2e_once(workdir: Path, durability: str, jobs: int, connections: int) -> dict[str, Any]:
     with server_process(workdir, f"e2e-{durability}", durability) as proc:
-        return run_async(end_to_end(proc.port, jobs, connections), max(60.0, jobs / 200))
+        before = cpu_seconds(proc.pid)
+        result = run_async(end_to_end(proc.port, jobs, connections), max(60.0, jobs / 200))
+        result["server_cpu_us_per_job"] = 1e6 * (cpu_seconds(proc.pid) - before) / jobs
+        return result
 
 
 def echo_once(workdir: Path, connections: int, round_trips: int) -> dict[str, Any]:

@@ -139,3 +139,22 @@ def test_command_line_server_starts_and_stops_on_sigterm(tmp_path: Path) -> None
     assert expected.exists()
     assert "Traceback" not in text
     assert "reloaded 0 cron entries and 0 throttles" in text
+
+
+@pytest.mark.parametrize("choice", ["asyncio", "uvloop"])
+def test_event_loop_choice(monkeypatch: pytest.MonkeyPatch, choice: str) -> None:
+    """uvloop by default; asyncio's own loop with MINIFAKTORY_LOOP=asyncio."""
+    import asyncio
+
+    import uvloop
+
+    if choice == "asyncio":
+        monkeypatch.setenv("MINIFAKTORY_LOOP", "asyncio")
+    else:
+        monkeypatch.delenv("MINIFAKTORY_LOOP", raising=False)
+    with minifaktory.run() as srv:
+        uses_uvloop = isinstance(srv._loop, uvloop.Loop)
+        assert isinstance(srv._loop, asyncio.AbstractEventLoop)
+        with minifaktory.Client(srv.url) as c:
+            c.push({"jid": "loop-choice-1", "jobtype": "T", "args": []})
+    assert uses_uvloop is (choice == "uvloop")

@@ -146,3 +146,54 @@ def test_an_idle_server_probes_that_its_file_takes_writes(tmp_path: Path, durabi
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_the_worker_path_does_not_wait_for_the_sync(tmp_path: Path) -> None:
+    """FETCH, ACK and FAIL reply once committed; their fsync follows within
+    LAZY_SYNC_DELAY, or rides on the next PUSH's, or on close."""
+    import threading
+
+    from minifaktory.state import LAZY_SYNC_DELAY
+
+    async def scenario() -> None:
+        store = Store(tmp_path / "w.db", "full")
+        broker = Broker(store, FakeClock())
+        await broker.push(job_decoder.decode(_job("worker-job-1")))
+        await broker.push(job_decoder.decode(_job("worker-job-2")))
+        release = threading.Event()
+        release.set()
+        calls: list[int] = []
+        real_sync = store.sync
+
+        def gated_sync() -> None:
+            calls.append(1)
+            release.wait(5)
+            real_sync()
+
+        store.sync = gated_sync  # type: ignore[method-assign]
+        release.clear()
+        # While a sync hangs, the worker path still gets its replies.
+        payload = await asyncio.wait_for(broker.fetch(["default"], "w", None), 1)
+        assert payload is not None and b"worker-job-1" in payload
+        await asyncio.wait_for(broker.ack("worker-job-1"), 1)
+        await asyncio.sleep(LAZY_SYNC_DELAY * 5)
+        assert len(calls) == 1  # the lazy sync started, and hangs
+        pushed = asyncio.ensure_future(broker.push(job_decoder.decode(_job("worker-job-3"))))
+        await asyncio.sleep(0.05)
+        assert not pushed.done()  # a PUSH waits for its own sync
+        release.set()
+        await asyncio.wait_for(pushed, 5)
+        assert len(calls) == 2
+        # A lone ACK: synced by the timer; a last one before closing: synced by close.
+        payload = await broker.fetch(["default"], "w", None)
+        assert payload is not None
+        await broker.ack("worker-job-2")
+        await asyncio.sleep(LAZY_SYNC_DELAY * 5)
+        assert len(calls) == 3
+        payload = await broker.fetch(["default"], "w", None)
+        assert payload is not None
+        await asyncio.to_thread(broker.close)
+        assert len(calls) == 4
+        store.close()
+
+    asyncio.run(scenario())

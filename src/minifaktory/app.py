@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
 import ssl
 import tempfile
@@ -274,6 +275,9 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop, or asyncio's own with ``MINIFAKTORY_LOOP=asyncio``."""
+    if os.environ.get("MINIFAKTORY_LOOP") == "asyncio":
+        return asyncio.new_event_loop()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
@@ -345,9 +349,5 @@ def run_forever(config: Config) -> None:
             raise _unwrap(group) from None
         log.info("minifaktory stopped")
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:  # pragma: no cover
-        asyncio.run(main())
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        runner.run(main())

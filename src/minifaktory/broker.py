@@ -88,7 +88,7 @@ class Broker(Maintenance):
             slots = self.slots.get(name)
             if slots is not None and slots.full(wid, now):
                 continue  # throttled: as if empty for this worker, for now
-            with self._change() as done:
+            with self._change(durable=False) as done:
                 while (row := self.store.take(name)) is not None:
                     state.size -= 1
                     jid, payload, expires_at = row
@@ -108,7 +108,7 @@ class Broker(Maintenance):
             log.debug("ACK of unknown jid %s", jid)
             return
         now = self.clock.now_ns()
-        with self._change() as done:
+        with self._change(durable=False) as done:
             reservation = self._unreserve(jid, "success")
             self.store.release(jid)
             if reservation.unique:
@@ -148,7 +148,7 @@ class Broker(Maintenance):
         if jid not in self.working:
             raise CommandError(f"Job not found {jid}")
         now = self.clock.now_ns()
-        with self._change() as done:
+        with self._change(durable=False) as done:
             self._fail_reserved(jid, errtype, message, backtrace, now)
         await done
 

@@ -69,6 +69,10 @@ class Reservation:
     history: bool = False
 
 
+#: A commit only FETCH, ACK or FAIL waited for is fsynced within this many seconds.
+LAZY_SYNC_DELAY = 0.01
+
+
 class BrokerState:
     """In-memory figures over one ``Store``, and the primitives that change both.
 
@@ -109,6 +113,12 @@ class BrokerState:
         self._days: dict[str, list[int]] = {}
         self._expired_delta = 0
         self._tx: asyncio.Future[None] | None = None
+        self._tx_committed: asyncio.Future[None] | None = None
+        self._tx_durable = False
+        # Commits that only the worker path waited for, not yet synced, and the timer
+        # that syncs them if no durable commit does first.
+        self._lazy = False
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self._tx_poisoned = False
         # Durability "full": commits whose WAL frames are not yet fsynced.
         self._unsynced: list[asyncio.Future[None]] = []
@@ -156,9 +166,14 @@ class BrokerState:
         self.cron_last = None
 
     @contextlib.contextmanager
-    def _change(self) -> Iterator[asyncio.Future[None]]:
-        """Run store verbs inside the tick's transaction; yields its commit future.
+    def _change(self, *, durable: bool = True) -> Iterator[asyncio.Future[None]]:
+        """Run store verbs inside the tick's transaction; yields the future to await
+        before replying.
 
+        ``durable`` changes wait until the commit is on stable storage (durability
+        ``full``); the others (a worker's FETCH, ACK and FAIL) only until it is
+        committed, and its fsync follows at once: a power cut in between can make a
+        job run again, which at-least-once delivery allows, but never loses one.
         An unexpected error poisons the transaction so that nothing half-done
         is committed.
         """
@@ -166,10 +181,13 @@ class BrokerState:
             loop = self.loop
             self.store.begin()
             self._tx = loop.create_future()
+            self._tx_committed = loop.create_future()
             self._tx_poisoned = False
+            self._tx_durable = False
             loop.call_soon(self._commit)
+        self._tx_durable |= durable
         # Shielded: a waiter cancelled (its client left) must not cancel the group.
-        waiter = asyncio.shield(self._tx)
+        waiter = asyncio.shield(self._tx if durable else self._tx_committed)
         waiter.add_done_callback(_retrieve)  # a caller that raised never awaits it
         try:
             yield waiter
@@ -181,7 +199,9 @@ class BrokerState:
 
     def _commit(self) -> None:
         fut, self._tx = self._tx, None
+        committed, self._tx_committed = self._tx_committed, None
         assert fut is not None
+        assert committed is not None
         try:
             if self._tx_poisoned:
                 raise StoreError("a change failed; its transaction was rolled back")
@@ -202,13 +222,22 @@ class BrokerState:
             self.write_error = str(exc)
             self.store.rollback()
             self.load()
-            _fail_all([fut], exc if isinstance(exc, StoreError) else StoreError(str(exc)))
+            failure = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+            _fail_all([fut, committed], failure)
         else:
-            if self.store.sync_after_commit:
+            committed.set_result(None)
+            if self.store.sync_after_commit and self._tx_durable:
                 self._unsynced.append(fut)
                 self._unsynced_wrote |= wrote
                 if not self._syncing:
                     self._sync()
+            elif self.store.sync_after_commit:
+                # Only the worker path waited: the next sync covers it, soon at the latest.
+                fut.set_result(None)
+                self._unsynced_wrote |= wrote
+                self._lazy = True
+                if self._lazy_timer is None and not self._syncing:
+                    self._lazy_timer = self.loop.call_later(LAZY_SYNC_DELAY, self._sync_lazy)
             else:
                 if wrote:
                     self._wrote()
@@ -226,6 +255,10 @@ class BrokerState:
         """
         batch, self._unsynced = self._unsynced, []
         wrote, self._unsynced_wrote = self._unsynced_wrote, False
+        self._lazy = False
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         self._syncing = True
         started = time.perf_counter()
         synced = self.loop.run_in_executor(self._sync_thread, self.store.sync)
@@ -245,12 +278,23 @@ class BrokerState:
                 _fail_all(batch, StoreError(f"fsync failed: {exc}"))
             if self._unsynced:
                 self._sync()
+            elif self._lazy and self._lazy_timer is None:
+                self._lazy_timer = self.loop.call_later(LAZY_SYNC_DELAY, self._sync_lazy)
 
         synced.add_done_callback(done)
 
+    def _sync_lazy(self) -> None:
+        self._lazy_timer = None
+        if self._lazy and not self._syncing:
+            self._sync()
+
     def close(self) -> None:
-        """Wait for the last sync, then let go of the sync thread."""
+        """Wait for the last sync, sync what only the worker path wrote, and let go of
+        the sync thread (called off the event loop, after the last commit)."""
         self._sync_thread.shutdown(wait=True)
+        if self._lazy:
+            self._lazy = False
+            self.store.sync()
 
     def _count(self, now: int, failed: bool) -> None:
         self.processed += 1
