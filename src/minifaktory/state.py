@@ -187,7 +187,9 @@ class BrokerState:
             loop.call_soon(self._commit)
         self._tx_durable |= durable
         # Shielded: a waiter cancelled (its client left) must not cancel the group.
-        waiter = asyncio.shield(self._tx if durable else self._tx_committed)
+        target = self._tx if durable else self._tx_committed
+        assert target is not None
+        waiter = asyncio.shield(target)
         waiter.add_done_callback(_retrieve)  # a caller that raised never awaits it
         try:
             yield waiter
