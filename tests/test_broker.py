@@ -197,3 +197,25 @@ def test_the_worker_path_does_not_wait_for_the_sync(tmp_path: Path) -> None:
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_failed_fsync_fails_the_waiting_pushes_and_is_reported(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = Store(tmp_path / "s.db", "full")
+        broker = Broker(store, FakeClock())
+
+        def failing() -> None:
+            raise OSError(5, "Input/output error")
+
+        store.sync = failing  # type: ignore[method-assign]
+        with pytest.raises(StoreError, match="fsync failed"):
+            await broker.push(job_decoder.decode(_job("unsynced-job")))
+        assert broker.write_error.startswith("fsync failed")
+        store.sync = lambda: None  # type: ignore[method-assign]
+        await broker.push(job_decoder.decode(_job("synced-job-1")))
+        assert broker.write_error == ""
+        await asyncio.to_thread(broker.close)
+        await asyncio.to_thread(broker.close)  # closing twice is harmless
+        store.close()
+
+    asyncio.run(scenario())

@@ -28,6 +28,7 @@ LAYERS = {
     "store": ["store", "store.db", "store.schema", "store.store", "store.reader"],
     "domain": [
         "batches",
+        "syncer",
         "state",
         "maintenance",
         "broker",

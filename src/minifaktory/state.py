@@ -19,7 +19,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import msgspec
@@ -31,6 +30,7 @@ from minifaktory.metrics import DENIED, LOCKED, UNLOCKED, Metrics
 from minifaktory.notify import Notifier
 from minifaktory.payloads import Job, encode, job_decoder
 from minifaktory.store import SetName, Store, StoredJob, WorkingRow
+from minifaktory.syncer import Syncer
 from minifaktory.throttles import Slots, Throttle, slots_for
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,8 @@ class BrokerState:
         # Durability "full": commits whose WAL frames are not yet fsynced.
         self._unsynced: list[asyncio.Future[None]] = []
         self._syncing = False
-        self._sync_thread = ThreadPoolExecutor(1, thread_name_prefix="minifaktory-fsync")
+        # Looked up at each call, so that tests can stand in for ``store.sync``.
+        self._syncer = Syncer(self.loop, lambda: self.store.sync())
         #: Group commits and WAL fsyncs: how many, and how long they took (Debug page).
         self.commit_stats = Timing()
         self.sync_stats = Timing()
@@ -263,12 +264,10 @@ class BrokerState:
             self._lazy_timer = None
         self._syncing = True
         started = time.perf_counter()
-        synced = self.loop.run_in_executor(self._sync_thread, self.store.sync)
 
-        def done(result: asyncio.Future[None]) -> None:
+        def done(exc: BaseException | None) -> None:
             self._syncing = False
             self.sync_stats.add(time.perf_counter() - started)
-            exc = result.exception()
             if exc is None:
                 if wrote:
                     self._wrote()
@@ -283,7 +282,7 @@ class BrokerState:
             elif self._lazy and self._lazy_timer is None:
                 self._lazy_timer = self.loop.call_later(LAZY_SYNC_DELAY, self._sync_lazy)
 
-        synced.add_done_callback(done)
+        self._syncer.start(done)
 
     def _sync_lazy(self) -> None:
         self._lazy_timer = None
@@ -293,7 +292,7 @@ class BrokerState:
     def close(self) -> None:
         """Wait for the last sync, sync what only the worker path wrote, and let go of
         the sync thread (called off the event loop, after the last commit)."""
-        self._sync_thread.shutdown(wait=True)
+        self._syncer.close()
         if self._lazy:
             self._lazy = False
             self.store.sync()
