@@ -14,11 +14,10 @@ an error: nothing is acknowledged that is not on disk.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import msgspec
@@ -112,9 +111,11 @@ class BrokerState:
         self.locks: dict[str, int] = {}
         self._days: dict[str, list[int]] = {}
         self._expired_delta = 0
-        self._tx: asyncio.Future[None] | None = None
-        self._tx_committed: asyncio.Future[None] | None = None
-        self._tx_durable = False
+        # The transaction open for this tick, and who waits for it: until it is
+        # durable, or (the worker path) only until it is committed.
+        self._tx_open = False
+        self._tx_durable: list[asyncio.Future[None]] = []
+        self._tx_quick: list[asyncio.Future[None]] = []
         # Commits that only the worker path waited for, not yet synced, and the timer
         # that syncs them if no durable commit does first.
         self._lazy = False
@@ -166,8 +167,7 @@ class BrokerState:
         self._expired_delta = 0
         self.cron_last = None
 
-    @contextlib.contextmanager
-    def _change(self, *, durable: bool = True) -> Iterator[asyncio.Future[None]]:
+    def _change(self, *, durable: bool = True) -> _Change:
         """Run store verbs inside the tick's transaction; yields the future to await
         before replying.
 
@@ -176,35 +176,27 @@ class BrokerState:
         committed, and its fsync follows at once: a power cut in between can make a
         job run again, which at-least-once delivery allows, but never loses one.
         An unexpected error poisons the transaction so that nothing half-done
-        is committed.
+        is committed. Each caller gets a future of its own, so a caller cancelled
+        (its client left) leaves the others alone.
         """
-        if self._tx is None:
-            loop = self.loop
+        return _Change(self, durable)
+
+    def _join(self, durable: bool) -> asyncio.Future[None]:
+        """The caller's future in the open transaction (opening one for this tick)."""
+        loop = self.loop
+        if not self._tx_open:
             self.store.begin()
-            self._tx = loop.create_future()
-            self._tx_committed = loop.create_future()
+            self._tx_open = True
             self._tx_poisoned = False
-            self._tx_durable = False
             loop.call_soon(self._commit)
-        self._tx_durable |= durable
-        # Shielded: a waiter cancelled (its client left) must not cancel the group.
-        target = self._tx if durable else self._tx_committed
-        assert target is not None
-        waiter = asyncio.shield(target)
-        waiter.add_done_callback(_retrieve)  # a caller that raised never awaits it
-        try:
-            yield waiter
-        except CommandError:
-            raise
-        except BaseException:
-            self._tx_poisoned = True
-            raise
+        waiter = loop.create_future()
+        (self._tx_durable if durable else self._tx_quick).append(waiter)
+        return waiter
 
     def _commit(self) -> None:
-        fut, self._tx = self._tx, None
-        committed, self._tx_committed = self._tx_committed, None
-        assert fut is not None
-        assert committed is not None
+        durable, self._tx_durable = self._tx_durable, []
+        quick, self._tx_quick = self._tx_quick, []
+        self._tx_open = False
         try:
             if self._tx_poisoned:
                 raise StoreError("a change failed; its transaction was rolled back")
@@ -226,25 +218,24 @@ class BrokerState:
             self.store.rollback()
             self.load()
             failure = exc if isinstance(exc, StoreError) else StoreError(str(exc))
-            _fail_all([fut, committed], failure)
+            _fail_all(durable + quick, failure)
+            return
+        _resolve(quick)
+        if not self.store.sync_after_commit:
+            if wrote:
+                self._wrote()
+            _resolve(durable)
+            return
+        self._unsynced_wrote |= wrote
+        if durable:
+            self._unsynced += durable
+            if not self._syncing:
+                self._sync()
         else:
-            committed.set_result(None)
-            if self.store.sync_after_commit and self._tx_durable:
-                self._unsynced.append(fut)
-                self._unsynced_wrote |= wrote
-                if not self._syncing:
-                    self._sync()
-            elif self.store.sync_after_commit:
-                # Only the worker path waited: the next sync covers it, soon at the latest.
-                fut.set_result(None)
-                self._unsynced_wrote |= wrote
-                self._lazy = True
-                if self._lazy_timer is None and not self._syncing:
-                    self._lazy_timer = self.loop.call_later(LAZY_SYNC_DELAY, self._sync_lazy)
-            else:
-                if wrote:
-                    self._wrote()
-                fut.set_result(None)
+            # Only the worker path waited: the next sync covers it, soon at the latest.
+            self._lazy = True
+            if self._lazy_timer is None and not self._syncing:
+                self._lazy_timer = self.loop.call_later(LAZY_SYNC_DELAY, self._sync_lazy)
 
     def _wrote(self) -> None:
         self.last_write_ns = self.clock.now_ns()
@@ -271,8 +262,7 @@ class BrokerState:
             if exc is None:
                 if wrote:
                     self._wrote()
-                for fut in batch:
-                    fut.set_result(None)
+                _resolve(batch)
             else:
                 log.critical("fsync of the write-ahead log failed: %s", exc)
                 self.write_error = f"fsync failed: {exc}"
@@ -523,10 +513,32 @@ def _flags(payload: bytes) -> tuple[str, bool, str, tuple[str, str] | None, str,
 
 def _fail_all(futures: list[asyncio.Future[None]], exc: StoreError) -> None:
     for fut in futures:
-        fut.set_exception(exc)
-        fut.exception()  # retrieved here; each waiter re-raises it
+        if not fut.done():
+            fut.set_exception(exc)
+            fut.exception()  # retrieved here; each waiter re-raises it
 
 
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for fut in futures:
+        if not fut.done():  # done: its caller was cancelled
+            fut.set_result(None)
+
+
+class _Change:
+    """``BrokerState._change``: joins the tick's transaction; poisons it on an
+    unexpected error."""
+
+    __slots__ = ("_durable", "_state")
+
+    def __init__(self, state: BrokerState, durable: bool) -> None:
+        self._state = state
+        self._durable = durable
+
+    def __enter__(self) -> asyncio.Future[None]:
+        return self._state._join(self._durable)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if kind is not None and not issubclass(kind, CommandError):
+            self._state._tx_poisoned = True
