@@ -48,11 +48,18 @@ INFO_CALLS = 200
 READY_STARTS = 10
 STOP_TIMEOUT = 10.0
 
-TARGET_E2E = 6000.0  # jobs/s at 50 connections, full durability
-TARGET_DEPTH_RATIO = 0.85  # fetch rate at 1M within 15% of 1k
+TARGET_E2E = 10000.0  # jobs/s at 50 connections, full durability
+TARGET_E2E_SMALL = 5000.0  # jobs/s at 10 connections, full durability
+TARGET_CPU_US = 60.0  # server CPU per job
+TARGET_DEPTH_RATIO = 0.85  # fetch rate at the big depth within 15% of 1k
 TARGET_INFO_S = 0.001
 TARGET_READY_S = 0.050
-TARGET_RSS_MB = 40.0
+TARGET_RSS_MB = 30.0
+TARGET_HANDOFF_P50_S = 0.0005
+TARGET_HANDOFF_P99_S = 0.002
+HANDOFFS = 2000
+#: The event loop of every server this script starts: "uvloop" (the default) or "asyncio".
+SERVER_LOOP = {"loop": "uvloop"}
 
 T = TypeVar("T")
 
@@ -189,8 +196,9 @@ def server_process(
         "warn",
         *extra,
     ]
+    env = {**os.environ, "MINIFAKTORY_LOOP": SERVER_LOOP["loop"]}
     with open(log_path, "wb") as log:
-        popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     proc = Proc(name, popen, port, log_path)
     try:
         wait_ready(proc)
@@ -208,7 +216,7 @@ def echo_process(workdir: Path) -> Iterator[Proc]:
     log_path = workdir / "echo.log"
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, str(HERE / "echo_server.py"), HOST, str(port)],
+            [sys.executable, str(HERE / "echo_server.py"), HOST, str(port), SERVER_LOOP["loop"]],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -460,6 +468,49 @@ async def echo_round_trips(port: int, connections: int, total: int) -> dict[str,
     for c in clients:
         await c.close()
     return {"round_trips": total, "elapsed_s": elapsed, "round_trips_per_s": total / elapsed}
+
+
+# -- c2. hand-off latency ----------------------------------------------------------------
+
+
+async def handoff(port: int, count: int) -> dict[str, Any]:
+    """A worker waits in FETCH on an empty queue; a producer PUSHes one job. Time from
+    sending the PUSH to the FETCH reply, ``count`` times; one connection's PING round
+    trip is the baseline."""
+    worker = await Client.connect(HOST, port, wid=new_wid())
+    producer = await Client.connect(HOST, port)
+    prefix = secrets.token_hex(4)
+    lat: list[float] = []
+    ping: list[float] = []
+    for i in range(count):
+        fetched = worker.send(f"FETCH {QUEUE}".encode())
+        await asyncio.sleep(0.001)  # the FETCH is waiting in the server now
+        t = time.perf_counter()
+        pushed = producer.send(b"PUSH " + job_bytes(f"{prefix}{i:012x}", queue=QUEUE, arg=i))
+        payload = await fetched
+        lat.append(time.perf_counter() - t)
+        await pushed
+        if not isinstance(payload, bytes):
+            raise FaktoryError(f"FETCH returned {payload!r}")
+        await worker.ack(job_jid(payload))
+        t = time.perf_counter()
+        await producer.call(b'ACK {"jid":"not-a-reservation"}')
+        ping.append(time.perf_counter() - t)
+    await worker.close()
+    await producer.close()
+    return {
+        "handoffs": count,
+        "p50_ms": 1000 * percentile(lat, 50),
+        "p99_ms": 1000 * percentile(lat, 99),
+        "max_ms": 1000 * max(lat),
+        "ping_p50_ms": 1000 * percentile(ping, 50),
+        "ping_p99_ms": 1000 * percentile(ping, 99),
+    }
+
+
+def handoff_once(workdir: Path, durability: str, count: int) -> dict[str, Any]:
+    with server_process(workdir, f"handoff-{durability}", durability) as proc:
+        return run_async(handoff(proc.port, count), 60.0 + count / 50)
 
 
 # -- d/e. queue depth ------------------------------------------------------------------
@@ -742,6 +793,18 @@ def report(results: dict[str, Any]) -> list[str]:
             target = f">= {fmt(TARGET_E2E)} {verdict(e2e['jobs_per_s'] >= TARGET_E2E)}"
         label = f"end-to-end jobs/s ({durability}, {e2e['producers']}+{e2e['consumers']} conns)"
         rows.append((label, fmt(e2e["jobs_per_s"]) + spread(e2e), vs, target))
+        cpu = e2e.get("server_cpu_us_per_job")
+        if cpu is not None:
+            rows.append(
+                (
+                    f"  server CPU µs/job ({durability})",
+                    f"{cpu:.0f}",
+                    "user + system, every thread of the server process",
+                    f"<= {TARGET_CPU_US:.0f} {verdict(cpu <= TARGET_CPU_US)}"
+                    if durability == "full"
+                    else "",
+                )
+            )
         if echo:
             rows.append(
                 (
@@ -763,6 +826,31 @@ def report(results: dict[str, Any]) -> list[str]:
         )
         for problem in e2e["problems"]:
             rows.append(("  ! problem", problem, "", ""))
+    small = results.get("e2e_small")
+    if small:
+        rows.append(
+            (
+                f"end-to-end jobs/s (full, {small['producers']}+{small['consumers']} conns)",
+                fmt(small["jobs_per_s"]) + spread(small),
+                f"server CPU {small['server_cpu_us_per_job']:.0f} µs/job",
+                f">= {fmt(TARGET_E2E_SMALL)} {verdict(small['jobs_per_s'] >= TARGET_E2E_SMALL)}",
+            )
+        )
+    for key in ("handoff_full", "handoff_normal"):
+        hand = results.get(key)
+        if not hand:
+            continue
+        ok50 = hand["p50_ms"] <= TARGET_HANDOFF_P50_S * 1000
+        ok99 = hand["p99_ms"] <= TARGET_HANDOFF_P99_S * 1000
+        rows.append(
+            (
+                f"PUSH → waiting FETCH hand-off ms p50/p99 ({key.split('_')[1]})",
+                f"{hand['p50_ms']:.3f}/{hand['p99_ms']:.3f}",
+                f"no-op ACK round trip {hand['ping_p50_ms']:.3f}/{hand['ping_p99_ms']:.3f}",
+                f"<= {TARGET_HANDOFF_P50_S * 1000:.1f}/{TARGET_HANDOFF_P99_S * 1000:.0f}:"
+                f" p50 {verdict(ok50)}, p99 {verdict(ok99)}",
+            )
+        )
     for durability, base in raw.items():
         rows.append(
             (
@@ -775,7 +863,7 @@ def report(results: dict[str, Any]) -> list[str]:
     if echo:
         rows.append(
             (
-                "baseline: echo round trips/s (uvloop)",
+                f"baseline: echo round trips/s ({SERVER_LOOP['loop']})",
                 fmt(echo["round_trips_per_s"]) + spread(echo),
                 "",
                 "",
@@ -889,7 +977,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="end-to-end, raw and echo runs, median shown (default 3; --quick 1)",
     )
-    p.add_argument("--skip", action="append", default=[], choices=["e2e", "depth", "ready"])
+    p.add_argument(
+        "--small-connections",
+        type=int,
+        default=10,
+        help="connections of the second end-to-end run (full durability)",
+    )
+    p.add_argument(
+        "--server-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of the servers under test (MINIFAKTORY_LOOP) and of the echo baseline",
+    )
+    p.add_argument(
+        "--skip", action="append", default=[], choices=["e2e", "small", "handoff", "depth", "ready"]
+    )
     args = p.parse_args(argv)
     if args.jobs is None:
         args.jobs = 3000 if args.quick else 20000
@@ -904,6 +1006,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    SERVER_LOOP["loop"] = args.server_loop
     durabilities = ["full", "normal"] if args.durability == "both" else [args.durability]
     depth_durability = "full" if args.durability == "both" else args.durability
     results: dict[str, Any] = {
@@ -914,6 +1017,8 @@ def main(argv: list[str] | None = None) -> int:
             "big": args.big,
             "quick": args.quick,
             "repeat": args.repeat,
+            "small_connections": args.small_connections,
+            "server_loop": args.server_loop,
         },
         "environment": environment(),
     }
@@ -924,7 +1029,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"minifaktory benchmark: jobs={args.jobs} connections={args.connections} big={args.big}"
         f" | Python {env['python']}, uvloop {env['uvloop']}, SQLite {env['sqlite']},"
-        f" {env['cpus']} CPUs"
+        f" {env['cpus']} CPUs; server loop {args.server_loop}"
     )
     total_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mf-bench-") as tmp:
@@ -988,6 +1093,27 @@ def main(argv: list[str] | None = None) -> int:
                         f"e2e_{durability}_profiled",
                         functools.partial(e2e_profiled, durability, profile_dir),
                     )
+        if "small" not in args.skip:
+            small_runs: list[dict[str, Any]] = []
+            for rep in range(args.repeat):
+                value = attempt(
+                    results,
+                    f"e2e_small #{rep + 1}",
+                    functools.partial(e2e_once, workdir, "full", args.jobs, args.small_connections),
+                )
+                if value is not None:
+                    small_runs.append(value)
+            for key in [k for k in results if k.startswith("e2e_small #")]:
+                del results[key]
+            if small_runs:
+                results["e2e_small"] = median_run(small_runs, "jobs_per_s")
+        if "handoff" not in args.skip:
+            for durability in durabilities:
+                attempt(
+                    results,
+                    f"handoff_{durability}",
+                    functools.partial(handoff_once, workdir, durability, HANDOFFS),
+                )
         if "depth" not in args.skip:
             attempt(
                 results,

@@ -6,7 +6,7 @@ drive it exactly as it drives minifaktory. The gap between this server's round
 trips per second and minifaktory's commands per second is the cost of parsing,
 job rules, SQLite and group commit, on top of the event loop and the sockets.
 
-Run: ``python benchmarks/echo_server.py HOST PORT`` (uvloop when importable).
+Run: ``python benchmarks/echo_server.py HOST PORT [uvloop|asyncio]`` (default uvloop).
 """
 
 from __future__ import annotations
@@ -57,9 +57,12 @@ async def main(host: str, port: int) -> None:
 
 if __name__ == "__main__":
     host, port = sys.argv[1], int(sys.argv[2])
+    loop = sys.argv[3] if len(sys.argv) > 3 else "uvloop"
     try:
         import uvloop
     except ImportError:
+        loop = "asyncio"
+    if loop == "asyncio":
         asyncio.run(main(host, port))
     else:
         uvloop.run(main(host, port))
