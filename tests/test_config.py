@@ -12,6 +12,7 @@ from minifaktory.config import (
     DEFAULT_BINDING,
     DEFAULT_WEB_BINDING,
     MASKED_PASSWORD,
+    MAX_CONNECTIONS,
     PASSWORD_REQUIRED,
     Config,
     UsageError,
@@ -470,3 +471,26 @@ def test_mask_password_copies() -> None:
     }
     assert document["faktory"]["password"] == "pw"
     assert mask_password({}) == {}
+
+
+# --------------------------------------------------------------------------- max_connections
+
+
+def test_max_connections_defaults_to_faktory_cap(tmp_path: Path) -> None:
+    assert load(tmp_path).max_connections == MAX_CONNECTIONS == 2000
+    write_conf(tmp_path, "a.toml", '[faktory]\nbinding = "localhost:7419"\n')
+    assert load(tmp_path, ["-c", str(tmp_path)]).max_connections == 2000
+
+
+def test_max_connections_from_toml(tmp_path: Path) -> None:
+    write_conf(tmp_path, "faktory.toml", "[faktory]\nmax_connections = 10000\n")
+    config = load(tmp_path, ["-c", str(tmp_path)])
+    assert config.max_connections == 10000
+    assert config.toml["faktory"]["max_connections"] == 10000
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", '"100"', "true", "[100]"])
+def test_invalid_max_connections(tmp_path: Path, value: str) -> None:
+    write_conf(tmp_path, "faktory.toml", f"[faktory]\nmax_connections = {value}\n")
+    with pytest.raises(ConfigError, match=r"\[faktory\] max_connections must be a whole number"):
+        load(tmp_path, ["-c", str(tmp_path)])

@@ -16,6 +16,7 @@ import minifaktory
 from minifaktory.app import RunningServer
 from minifaktory.clock import FakeClock, parse_ns
 from minifaktory.protocol import pwdhash
+from minifaktory.server import MAX_PENDING_BYTES
 from minifaktory.store.reader import Reader
 from tests.conftest import TEST_FETCH_TIMEOUT, WireClient, job
 
@@ -727,7 +728,7 @@ def test_client_vanishing_mid_command(connect: Connect) -> None:
     assert faktory(other)["total_enqueued"] == 1
 
 
-def test_client_that_never_reads_its_replies(connect: Connect) -> None:
+def test_client_that_never_reads_its_replies(connect: Connect, server: RunningServer) -> None:
     """Thousands of pipelined commands from a client that does not read: bounded, no harm."""
     greedy = connect()
     greedy.call("HELLO {}")
@@ -743,7 +744,22 @@ def test_client_that_never_reads_its_replies(connect: Connect) -> None:
     other = connect()
     assert other.call("HELLO {}") == b"+OK\r\n"
     assert other.call("PUSH " + job()) == b"+OK\r\n"
+    assert fetch_json(other)["jid"] == JID
+    assert other.call("ACK " + json.dumps({"jid": JID})) == b"+OK\r\n"
     assert sent > 0
+
+    # What the server holds for it stays bounded: it stops reading past the pending
+    # limits, and stops running its commands once unsent replies pass the high-water mark.
+    async def held() -> list[tuple[int, int]]:
+        assert server.server.listener is not None
+        return [
+            (c.buffered, c.transport.get_write_buffer_size() if c.transport else 0)
+            for c in server.server.listener.connections
+        ]
+
+    for buffered, unsent in server.call(held()):
+        assert buffered <= MAX_PENDING_BYTES + 256 * 1024
+        assert unsent <= 256 * 1024
 
 
 def test_dead_jobs_are_purged_after_180_days(

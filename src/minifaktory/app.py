@@ -54,6 +54,52 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: macOS refuses a soft open-file limit above this when the hard limit is "unlimited".
+OPEN_MAX = 10240
+#: Descriptors kept for things other than client connections (database, listeners, Web UI).
+RESERVED_FILES = 64
+
+
+def raise_open_file_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, as Go (and so Faktory) does since 1.19.
+
+    Returns the soft limit in force afterwards (None where the platform has none);
+    a failure keeps the old limit.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    unlimited = resource.RLIM_INFINITY
+    targets = [hard]
+    if hard == unlimited or hard > OPEN_MAX:
+        targets.append(OPEN_MAX)
+    for target in targets:
+        if soft == unlimited or (target != unlimited and target <= soft):
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            continue
+        return target
+    return soft
+
+
+def check_open_file_limit(config: Config, limit: int | None) -> None:
+    """Warn when ``max_connections`` cannot be reached under the open-file limit."""
+    if limit is None or limit < 0:  # unknown, or RLIM_INFINITY
+        return
+    if config.max_connections + RESERVED_FILES > limit:
+        log.warning(
+            "max_connections is %d but this process may open only %d files: connections "
+            "past about %d will fail (raise the limit: ulimit -n, systemd LimitNOFILE=)",
+            config.max_connections, limit, max(limit - RESERVED_FILES, 0),
+        )  # fmt: skip
+
 
 class Server:
     """A minifaktory server; start it with ``run`` inside a task group."""
@@ -334,7 +380,13 @@ def run(
 
 
 def run_forever(config: Config) -> None:
-    """Serve until SIGINT or SIGTERM (the ``minifaktory`` command)."""
+    """Serve until SIGINT or SIGTERM (the ``minifaktory`` command).
+
+    The command owns its process, so it raises the open-file limit for its
+    connections; ``run()`` and ``serve()`` run inside someone else's process
+    and leave its limits alone.
+    """
+    check_open_file_limit(config, raise_open_file_limit())
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

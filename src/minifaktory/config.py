@@ -50,7 +50,7 @@ HANDSHAKE_TIMEOUT = 2.0
 FETCH_TIMEOUT = 2.0
 #: Longest command line accepted; longer lines get an ``-ERR`` and are dropped.
 MAX_LINE_BYTES = 16 * 1024 * 1024
-#: Faktory (OSS) refuses connections past this count.
+#: Faktory (OSS) refuses connections past this count; ``[faktory] max_connections`` changes it.
 MAX_CONNECTIONS = 2000
 
 Durability = Literal["full", "normal"]
@@ -80,6 +80,7 @@ class Config:
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     fetch_timeout: float = FETCH_TIMEOUT
     max_line_bytes: int = MAX_LINE_BYTES
+    #: Connections past this count are refused after HELLO (``[faktory] max_connections``).
     max_connections: int = MAX_CONNECTIONS
     #: The merged ``conf.d`` TOML document, for features that read their own tables.
     toml: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -238,6 +239,7 @@ def config_from_flags(
         unix_socket=Path(flags.socket) if flags.socket is not None else None,
         password=password,
         durability=cast(Durability, _check_choice("durability", flags.durability, DURABILITIES)),
+        max_connections=max_connections(document),
         toml=mask_password(document),
         cron_sources=sources,
         statsd=statsd,
@@ -306,6 +308,19 @@ def _binding(flag_value: str, default: str, document: Mapping[str, Any], table: 
     except ValueError:
         raise ConfigError(f'Invalid binding "{binding}": expected host:port') from None
     return binding
+
+
+def max_connections(document: Mapping[str, Any]) -> int:
+    """``[faktory] max_connections`` (a minifaktory extension), else Faktory's 2000."""
+    section = document.get("faktory")
+    value = section.get("max_connections") if isinstance(section, dict) else None
+    if value is None:
+        return MAX_CONNECTIONS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(
+            f"[faktory] max_connections must be a whole number of at least 1, not {value!r}"
+        )
+    return value
 
 
 def toml_string(document: Mapping[str, Any], table: str, key: str, default: str = "") -> str:

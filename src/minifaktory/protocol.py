@@ -54,10 +54,13 @@ class LineReader:
         """Add bytes; return every complete line (without its line ending)."""
         out: list[bytes | _Overlong] = []
         buf = self._buf
+        # What was held has no newline: search only the new bytes, so a long line
+        # arriving in small pieces costs linear time, not quadratic.
+        scan = len(buf)
         buf += data
         start = 0
         while True:
-            nl = buf.find(b"\n", start)
+            nl = buf.find(b"\n", max(start, scan))
             if nl < 0:
                 break
             if self._discarding:

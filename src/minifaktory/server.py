@@ -7,12 +7,20 @@ are used directly (not anyio streams) because this is the per-command hot path.
 With TLS the event loop runs the handshake before ``connection_made``; a
 connection whose handshake fails or never finishes (a plain client on a TLS
 port) is closed by the loop and logged here at debug level.
+
+What one connection can make the server hold is bounded: before HELLO, a first
+line of ``MAX_HELLO_BYTES``; then a partial line of ``max_line_bytes`` (longer
+lines are discarded as they arrive), unprocessed lines up to ``MAX_PENDING_LINES``
+or ``MAX_PENDING_BYTES`` plus one read (reading pauses beyond), and replies up to
+the transport's high-water mark plus one reply (its commands wait beyond: the
+client is not reading). Pipelined commands yield to the loop between each other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
 from pathlib import Path
@@ -27,12 +35,33 @@ from minifaktory.protocol import OVERLONG, Challenge, LineReader, parse_command
 
 log = logging.getLogger(__name__)
 
-#: Stop reading from a client that has this many unprocessed lines queued.
+#: Stop reading from a client that has this many unprocessed lines queued ...
 MAX_PENDING_LINES = 256
+#: ... or unprocessed lines holding this many bytes.
+MAX_PENDING_BYTES = 1024 * 1024
+#: A connection whose first line grows past this without ending is closed: no HELLO is
+#: this long, and memory before the handshake stays small for unauthenticated peers.
+MAX_HELLO_BYTES = 64 * 1024
+#: The kernel caps a listen backlog at somaxconn; older kernels keep it in 16 bits.
+MAX_BACKLOG = 65535
+SOMAXCONN_PATH = Path("/proc/sys/net/core/somaxconn")
 #: Seconds to wait for a TLS peer's close_notify before dropping the socket.
 TLS_SHUTDOWN_TIMEOUT = 5.0
 #: A closed or timed-out TLS handshake is noticed this long after the handshake deadline.
 TLS_WATCH_MARGIN = 0.1
+
+
+def listen_backlog(path: Path = SOMAXCONN_PATH) -> int:
+    """The accept backlog: the system's somaxconn, as Go's net package (and so Faktory) uses.
+
+    asyncio's default of 100 drops the SYNs of a burst of connects, which then wait
+    for retransmits (1 s, 3 s, ...).
+    """
+    try:
+        value = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return socket.SOMAXCONN
+    return min(value, MAX_BACKLOG) if value > 0 else socket.SOMAXCONN
 
 
 class Listener:
@@ -52,9 +81,10 @@ class Listener:
     async def listen_tcp(self, host: str, port: int) -> tuple[str, int]:
         """Listen on TCP; returns the bound (host, port) of the first socket."""
         loop = asyncio.get_running_loop()
+        backlog = listen_backlog()
         if self.tls is None:
             server = await loop.create_server(
-                lambda: Connection(self), host, port, reuse_address=True
+                lambda: Connection(self), host, port, reuse_address=True, backlog=backlog
             )
         else:
             server = await loop.create_server(
@@ -62,6 +92,7 @@ class Listener:
                 host,
                 port,
                 reuse_address=True,
+                backlog=backlog,
                 ssl=self.tls,
                 # The TLS handshake gets the same deadline as HELLO (Faktory: 2 s).
                 ssl_handshake_timeout=self.config.handshake_timeout,
@@ -83,7 +114,9 @@ class Listener:
         loop = asyncio.get_running_loop()
         if path.is_socket():
             path.unlink()
-        server = await loop.create_unix_server(lambda: Connection(self), str(path))
+        server = await loop.create_unix_server(
+            lambda: Connection(self), str(path), backlog=listen_backlog()
+        )
         self._servers.append(server)
 
     async def close(self) -> None:
@@ -123,6 +156,10 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._reader = LineReader(listener.config.max_line_bytes)
         self._lines: deque[bytes | object] = deque()
+        #: Bytes held by the lines in ``_lines``.
+        self._pending_bytes = 0
+        #: True until the first complete line (the HELLO) has arrived.
+        self._first_line = True
         self._waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._paused = False
@@ -143,8 +180,20 @@ class Connection(asyncio.Protocol):
         self._task = self._loop.create_task(self._serve())
 
     def data_received(self, data: bytes) -> None:
-        self._lines.extend(self._reader.feed(data))
-        if len(self._lines) > MAX_PENDING_LINES and not self._paused and self.transport:
+        lines = self._reader.feed(data)
+        if not lines:
+            if self._first_line and self._reader.buffered > MAX_HELLO_BYTES:
+                log.debug("closing %s: a first line over %d bytes", self._peer(), MAX_HELLO_BYTES)
+                self.abort()
+            return
+        self._first_line = False
+        self._lines.extend(lines)
+        self._pending_bytes += sum(len(line) for line in lines if isinstance(line, bytes))
+        if (
+            not self._paused
+            and self.transport
+            and (len(self._lines) > MAX_PENDING_LINES or self._pending_bytes > MAX_PENDING_BYTES)
+        ):
             self._paused = True
             self.transport.pause_reading()
         self._wake()
@@ -182,6 +231,11 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     @property
+    def buffered(self) -> int:
+        """Bytes received from the client and not yet run as commands."""
+        return self._reader.buffered + self._pending_bytes
+
+    @property
     def tls(self) -> bool:
         """Whether this connection runs over TLS."""
         transport = self.transport
@@ -204,7 +258,14 @@ class Connection(asyncio.Protocol):
             finally:
                 self._waiter = None
         line = self._lines.popleft()
-        if self._paused and len(self._lines) < MAX_PENDING_LINES // 2 and self.transport:
+        if isinstance(line, bytes):
+            self._pending_bytes -= len(line)
+        if (
+            self._paused
+            and self.transport
+            and len(self._lines) < MAX_PENDING_LINES // 2
+            and self._pending_bytes < MAX_PENDING_BYTES // 2
+        ):
             self._paused = False
             self.transport.resume_reading()
         return line
@@ -285,21 +346,25 @@ class Connection(asyncio.Protocol):
                 return
             if line is OVERLONG:
                 limit = self.listener.config.max_line_bytes
-                self._write(protocol.error(f"command line too long (limit {limit} bytes)"))
-                continue
-            assert isinstance(line, bytes)
-            try:
-                reply = await dispatch(session, parse_command(line))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("command failed: %.200r", line)
-                reply = protocol.error("internal error")
+                reply: bytes | None = protocol.error(f"command line too long (limit {limit} bytes)")
+            else:
+                assert isinstance(line, bytes)
+                try:
+                    reply = await dispatch(session, parse_command(line))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("command failed: %.200r", line)
+                    reply = protocol.error("internal error")
             if reply is None:
                 return
             self._write(reply)
             if self._drained is not None:
                 await self._drained
+            elif self._lines:
+                # Pipelined commands (INFO, errors) may not suspend at all: let the
+                # other connections run between two of them.
+                await asyncio.sleep(0)
 
     def _finish(self) -> None:
         self.listener.connections.discard(self)
