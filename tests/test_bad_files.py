@@ -14,7 +14,7 @@ import pytest
 
 from minifaktory.store import schema
 from tests.conftest import WireClient, job
-from tests.test_crash import server_process
+from tests.crash_harness import server_process
 
 pytestmark = pytest.mark.crash
 

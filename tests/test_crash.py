@@ -1,63 +1,27 @@
 """Crash safety: SIGKILL a server subprocess under load, restart it on the same file,
-and account for every acknowledged job."""
+and account for every acknowledged job; then many such cycles under mixed load
+(tests/crash_harness.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
+import random
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import apsw
 import pytest
 
 from tests.conftest import WireClient, job
+from tests.crash_harness import HarnessConfig, run_harness, server_process
 
 pytestmark = pytest.mark.crash
 
-LISTENING = re.compile(r"listening at tcp://([\d.]+):(\d+)")
-
-
-@contextmanager
-def server_process(db: Path, durability: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """Start ``python -m minifaktory`` on a free port; yields (process, port)."""
-    cmd = [sys.executable, "-m", "minifaktory", "-b", "127.0.0.1:0", "-w", "127.0.0.1:0",
-           "--db", str(db), "--durability", durability]  # fmt: skip
-    env = {**os.environ, "FAKTORY_ENV": "development"}
-    env.pop("FAKTORY_PASSWORD", None)
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-    drain: threading.Thread | None = None
-    try:
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 20
-        port = 0
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            m = LISTENING.search(line)
-            if m:
-                port = int(m[2])
-                break
-        assert port, "server did not report its port"
-        drain = threading.Thread(target=proc.stderr.read, daemon=True)  # keep the pipe drained
-        drain.start()
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-        if drain is not None:
-            drain.join(10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+#: Cycles of the mixed-load run (the long run is benchmarks/bench_crash.py).
+CYCLES = 20
 
 
 class Ledger:
@@ -178,3 +142,22 @@ def reserved_jids(db: Path) -> set[str]:
         return {str(row[0]) for row in conn.execute("SELECT jid FROM working")}
     finally:
         conn.close()
+
+
+@pytest.mark.timeout(200)
+def test_sigkill_cycles_under_mixed_load(tmp_path: Path) -> None:
+    """Twenty SIGKILLs under mixed load (durability alternating full and normal, both of
+    which must survive a process kill), each followed by a restart on the same file and
+    every invariant of tests/crash_harness.py. ``CRASH_SEED=N`` replays a seed."""
+    seed = int(os.environ.get("CRASH_SEED") or random.SystemRandom().randrange(1, 2**31))
+    config = HarnessConfig(tmp_path / "crash.db", cycles=CYCLES, seed=seed, deadline=100.0)
+    report = run_harness(config)
+    summary = "\n".join([f"replay with CRASH_SEED={seed}", *report.summary()])
+    assert not report.violations, f"{summary}\nserver log:\n{report.log_tail}"
+    assert report.cycles == report.kills == CYCLES, summary
+    assert report.clean_restart, summary
+    assert report.integrity_ok == report.integrity_checks == CYCLES + 2, summary
+    done = report.counts
+    for key in ("pushed_plain", "pushed_scheduled", "pushed_unique", "pushed_member", "pushb",
+                "not_unique", "batches_committed", "callbacks", "acked", "failed"):  # fmt: skip
+        assert done.get(key), f"no {key} in the load\n{summary}"
