@@ -496,6 +496,42 @@ def test_redis_glob_character_classes(members: str, negate: bool, char: str) -> 
     assert bool(pattern.fullmatch(char)) == ((char in members) != negate)
 
 
+def _glob_reference(pattern: str, text: str) -> bool:
+    """Redis's stringmatchlen for ``*``, ``?``, literals and ``\\x`` (no classes), by
+    dynamic programming: the model the regex translation is checked against."""
+    tokens: list[str | None] = []  # None is a star; "?" is any character
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            i += 1
+            tokens.append("\\" + pattern[i])
+        else:
+            tokens.append(None if ch == "*" else ch)
+        i += 1
+    ok = [True] + [False] * len(text)  # ok[j]: the tokens so far match text[:j]
+    for token in tokens:
+        if token is None:
+            for j in range(1, len(text) + 1):
+                ok[j] = ok[j] or ok[j - 1]
+            continue
+        new = [False] * (len(text) + 1)
+        for j in range(1, len(text) + 1):
+            char = token[-1] if token.startswith("\\") and len(token) == 2 else token
+            new[j] = ok[j - 1] and (token == "?" or text[j - 1] == char)
+        ok = new
+    return ok[len(text)]
+
+
+@settings(max_examples=500)
+@given(
+    pattern=st.text(alphabet=st.sampled_from("*?\\ab"), max_size=14),
+    text=st.text(alphabet="ab*?\\", max_size=14),
+)
+def test_redis_glob_agrees_with_a_reference_matcher(pattern: str, text: str) -> None:
+    assert bool(jobs.redis_glob(pattern).fullmatch(text)) == _glob_reference(pattern, text)
+
+
 # -- 5. cron entries --------------------------------------------------------------------------
 
 

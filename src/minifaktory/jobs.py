@@ -140,42 +140,60 @@ def failure_outcome(job: Job) -> str:
 
 
 def redis_glob(pattern: str) -> re.Pattern[str]:
-    """Translate a Redis glob (``*``, ``?``, ``[...]``, ``[^...]``, ``\\x``) to a regex."""
-    out: list[str] = []
+    """Translate a Redis glob (``*``, ``?``, ``[...]``, ``[^...]``, ``\\x``) to a regex
+    for ``fullmatch``.
+
+    Every ``*`` but the last becomes an atomic ``(?>.*?segment)``: the earliest place a
+    segment fits is always as good as a later one, and never backtracking into it keeps
+    the match polynomial (a plain ``.*`` per star is exponential on stars around a
+    common character).
+    """
+    # Segments between stars, each a list of single-character regexes.
+    segments: list[list[str]] = [[]]
     i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         if ch == "*":
-            out.append(".*")
+            segments.append([])
         elif ch == "?":
-            out.append(".")
+            segments[-1].append(".")
         elif ch == "\\" and i + 1 < n:
             i += 1
-            out.append(re.escape(pattern[i]))
+            segments[-1].append(re.escape(pattern[i]))
         elif ch == "[":
-            j = i + 1
-            negate = j < n and pattern[j] == "^"
-            if negate:
-                j += 1
-            items: list[str] = []
-            while j < n and pattern[j] != "]":
-                if pattern[j] == "\\" and j + 1 < n:
-                    j += 1
-                    items.append(re.escape(pattern[j]))
-                elif j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
-                    lo, hi = sorted((pattern[j], pattern[j + 2]))
-                    items.append(f"{re.escape(lo)}-{re.escape(hi)}")
-                    j += 2
-                else:
-                    items.append(re.escape(pattern[j]))
-                j += 1
-            body = "".join(items)
-            if not body:
-                out.append("[^\\s\\S]" if not negate else "[\\s\\S]")
-            else:
-                out.append(f"[{'^' if negate else ''}{body}]")
-            i = j
+            i, item = _glob_class(pattern, i)
+            segments[-1].append(item)
         else:
-            out.append(re.escape(ch))
+            segments[-1].append(re.escape(ch))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    out = "".join(segments[0])
+    if len(segments) > 1:
+        out += "".join(f"(?>.*?{''.join(middle)})" for middle in segments[1:-1] if middle)
+        out += ".*" + "".join(segments[-1])
+    return re.compile(out, re.DOTALL)
+
+
+def _glob_class(pattern: str, i: int) -> tuple[int, str]:
+    """The ``[...]`` starting at ``pattern[i]``: the index of its last character, and
+    its regex."""
+    n = len(pattern)
+    j = i + 1
+    negate = j < n and pattern[j] == "^"
+    if negate:
+        j += 1
+    items: list[str] = []
+    while j < n and pattern[j] != "]":
+        if pattern[j] == "\\" and j + 1 < n:
+            j += 1
+            items.append(re.escape(pattern[j]))
+        elif j + 2 < n and pattern[j + 1] == "-" and pattern[j + 2] != "]":
+            lo, hi = sorted((pattern[j], pattern[j + 2]))
+            items.append(f"{re.escape(lo)}-{re.escape(hi)}")
+            j += 2
+        else:
+            items.append(re.escape(pattern[j]))
+        j += 1
+    body = "".join(items)
+    if not body:
+        return j, "[^\\s\\S]" if not negate else "[\\s\\S]"
+    return j, f"[{'^' if negate else ''}{body}]"

@@ -96,9 +96,10 @@ class Maintenance(BrokerState):
     # -- queues (spec §4.2) --------------------------------------------------------------
 
     def _names(self, names: list[str]) -> list[str]:
+        """The known queues among ``names`` (``*``: every one), each once."""
         if "*" in names:
             return list(self.queues)
-        return [n for n in names if n in self.queues]
+        return [n for n in dict.fromkeys(names) if n in self.queues]
 
     async def pause(self, names: list[str], paused: bool) -> None:
         """QUEUE PAUSE / RESUME of known queues (``*`` = all)."""

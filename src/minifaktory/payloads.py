@@ -161,8 +161,29 @@ def decode_lenient(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
         except UnicodeDecodeError:
             fixed = data.decode("utf-8", "replace").encode()
             return _decode_nulls_as_absent(decoder, fixed)
+        except msgspec.DecodeError:
+            # Go turns a \\uXXXX escape of half a surrogate pair into U+FFFD too.
+            paired = _replace_lone_surrogates(data)
+            if paired == data:
+                raise
+            return decode_lenient(decoder, paired)
     except RecursionError:
         raise msgspec.DecodeError("JSON nested too deeply") from None
+
+
+#: A \\u escape of a high surrogate with no low one after it, or of a low surrogate with
+#: no high one before it (an even run of backslashes before it is text, not an escape).
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)((?:\\\\)*)"
+    rb"(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<![\\]u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
+
+
+def _replace_lone_surrogates(data: bytes) -> bytes:
+    if b"\\u" not in data:
+        return data
+    return _LONE_SURROGATE.sub(rb"\1\\ufffd", data)
 
 
 def _decode_nulls_as_absent(decoder: msgspec.json.Decoder[T], data: bytes) -> T:
