@@ -1,12 +1,18 @@
 """Garbage over a real socket: every line gets one well-formed reply, nothing
-crashes, and the connection keeps working afterwards."""
+crashes, and the connection keeps working afterwards. The last section pins what
+the long run (benchmarks/bench_fuzz.py) found."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Iterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +20,8 @@ from hypothesis import strategies as st
 
 import minifaktory
 from minifaktory.app import RunningServer
-from tests.conftest import WireClient
+from minifaktory.clock import FakeClock
+from tests.conftest import WireClient, job
 
 VERBS = ["PUSH", "PUSHB", "FETCH", "ACK", "FAIL", "BEAT", "INFO", "FLUSH", "MUTATE", "QUEUE",
          "BATCH NEW", "BATCH OPEN", "BATCH COMMIT", "BATCH STATUS", "BATCH CHILD", "BATCH",
@@ -120,3 +127,99 @@ def test_garbage_handshake_never_hurts_the_server(fuzz_server: RunningServer, da
     healthy = WireClient(fuzz_server.host, fuzz_server.port)
     assert healthy.call("HELLO {}") == b"+OK\r\n"
     healthy.close()
+
+
+# -- found by benchmarks/bench_fuzz.py -------------------------------------------------
+
+
+def test_queue_remove_naming_a_queue_twice(client: WireClient) -> None:
+    """Once answered -ERR internal error (a KeyError) and rolled back its whole tick,
+    other clients' commands included."""
+    assert client.call("PUSH " + job(queue="q")) == b"+OK\r\n"
+    assert client.call("QUEUE REMOVE q q") == b"+OK\r\n"
+    assert "q" not in client.json("INFO")["faktory"]["queues"]
+
+
+def test_hello_with_a_lone_surrogate_escape(connect: Callable[[], WireClient]) -> None:
+    """Go decodes half a surrogate pair as U+FFFD; the connection was once closed instead."""
+    conn = connect()
+    assert conn.call('HELLO {"hostname":"\\ud800","labels":["\\udc00"]}') == b"+OK\r\n"
+
+
+def test_push_with_a_lone_surrogate_escape(client: WireClient) -> None:
+    """Once refused as 'invalid JSON: unexpected end of JSON input'."""
+    assert client.call("PUSH " + job(args=["\ud800"])) == b"+OK\r\n"
+    fetched = client.json("FETCH default")
+    assert fetched["args"] == ["\ufffd"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server_subprocess(tmp_path: Path) -> Iterator[int]:
+    """``python -m minifaktory`` in its own process (a stuck event loop cannot stall the
+    test); yields its port and is killed by PID afterwards."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minifaktory", "-b", f"127.0.0.1:{port}", "-w", "127.0.0.1:0",
+         "--db", str(tmp_path / "glob.db"), "-l", "error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the server exited"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_mutate_glob_with_many_stars_answers_promptly(server_subprocess: int) -> None:
+    """Each '*' once became a backtracking '.*': this glob ran for hours on the event loop
+    and every client hung (the server in its own process is killed afterwards)."""
+    conn = WireClient("127.0.0.1", server_subprocess, timeout=5)
+    try:
+        assert conn.call("HELLO {}") == b"+OK\r\n"
+        args = [chr(97 + i % 26) for i in range(40)]  # 80 quote characters in the payload
+        assert conn.call("PUSH " + job(args=args, at="2999-01-01T00:00:00Z")) == b"+OK\r\n"
+        glob = "*" + "*".join('"' * 14) + "*Q"  # never matches: it must end with Q
+        op = {"cmd": "kill", "target": "scheduled", "filter": {"regexp": glob}}
+        conn.sock.settimeout(3)
+        assert conn.call("MUTATE " + json.dumps(op, separators=(",", ":"))) == b"+OK\r\n"
+    finally:
+        conn.close()
+
+
+def test_recent_jobs_of_departed_workers_are_forgotten(
+    server: RunningServer, client: WireClient, connect: Callable[[], WireClient], clock: FakeClock
+) -> None:
+    for i in range(20):
+        wid = f"departed-{i:02d}"
+        assert client.call("PUSH " + job(jid=f"{wid}-job")) == b"+OK\r\n"
+        worker = connect()
+        assert worker.hello(wid=wid) == b"+OK\r\n"
+        fetched = worker.json("FETCH default")
+        assert worker.call("ACK " + json.dumps({"jid": fetched["jid"]})) == b"+OK\r\n"
+        worker.send("END")
+        assert worker.closed()
+    clock.advance(120)  # past the heartbeat timeout: the reaper has run too
+    server.run_due_tasks()
+
+    async def departed() -> list[str]:
+        services = server.server.services
+        assert services is not None
+        return [wid for wid in services.broker.recent if wid not in services.registry.workers]
+
+    assert server.call(departed()) == []

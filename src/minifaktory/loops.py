@@ -81,6 +81,9 @@ def standard_tasks(
         stale = registry.reap(now)
         for worker in stale:
             report_lost_worker(broker, worker, now)
+        # The Busy page's recent jobs go with their worker process.
+        for wid in [wid for wid in broker.recent if wid not in registry.workers]:
+            del broker.recent[wid]
         return len(stale)
 
     async def govern(now: int) -> int:
