@@ -978,6 +978,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="end-to-end, raw and echo runs, median shown (default 3; --quick 1)",
     )
     p.add_argument(
+        "--depth-budget",
+        type=float,
+        default=180.0,
+        help="seconds for the queue-depth part, the big fill included (default 180)",
+    )
+    p.add_argument(
         "--small-connections",
         type=int,
         default=10,
@@ -1118,7 +1124,9 @@ def main(argv: list[str] | None = None) -> int:
             attempt(
                 results,
                 "depth",
-                lambda: queue_depth(workdir, depth_durability, args.big, 180.0, profile_dir),
+                lambda: queue_depth(
+                    workdir, depth_durability, args.big, args.depth_budget, profile_dir
+                ),
             )
         if "ready" not in args.skip:
             attempt(results, "ready", lambda: ready_times(READY_STARTS))

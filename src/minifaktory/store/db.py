@@ -16,7 +16,7 @@ from minifaktory.store import schema
 #: survives a crash of the process (WAL with synchronous=NORMAL).
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 #: Page cache in KiB (negative = KiB, as SQLite counts it): keeps a big queue's head hot.
-CACHE_SIZE = -32 * 1024
+CACHE_SIZE = -4 * 1024
 #: What a server needs of the file system, for error messages.
 NEEDS_WRITE = (
     "the server must be able to write the file and create its -wal and -shm files beside it"
