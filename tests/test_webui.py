@@ -102,6 +102,10 @@ def test_bad_input_is_a_clear_error(web: tuple[RunningServer, httpx.Client]) -> 
     for path in ("/batches", "/throttles", "/api/locks", "/batches/b-1"):
         assert http.post(path, headers=SAME).status_code == 405, path
     assert http.get("/nowhere").status_code == 404
+    # A paging cursor past SQLite's 64-bit integers, with and without a search.
+    for query in ("", "&q=x", "&tag=t"):
+        url = f"/api/sets/morgue?after=9521849467065963848.05{query}"
+        assert http.get(url).status_code == 400, url
     assert srv.info()["faktory"]["queues"] == {"default": 1}
 
 

@@ -487,6 +487,8 @@ async def _set_rows(web: Web, kind: SetName, request: Request) -> tuple[list[dic
         try:
             score, _, key = raw.partition(".")
             after = (int(score), _row_id(key))
+            if not -(2**63) <= after[0] < 2**63:  # a score is a 64-bit integer in SQLite
+                raise ValueError(score)
         except (ValueError, HTTPException):
             raise HTTPException(400, "Invalid parameter: after") from None
     text, tag = request.query_params.get("q", ""), request.query_params.get("tag", "")

@@ -9,6 +9,8 @@ from minifaktory.config import FAKTORY_VERSION
 ERROR = {"$ref": "#/components/schemas/Error"}
 OBJECT: dict[str, Any] = {"type": "object"}
 KEY = {"type": "string", "pattern": "^[0-9]{1,18}$"}
+#: ``<score>.<row id>``: a score fits SQLite's 64-bit integers (19 digits only below 9e18).
+SET_CURSOR = "^-?([0-9]{1,18}|[1-8][0-9]{18})[.][0-9]{1,18}$"
 ROW_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 PAGE = {
     "type": "object",
@@ -169,7 +171,7 @@ def description() -> dict[str, Any]:
                         "args": {"type": "array"},
                         "custom": {"type": "object"},
                         "queue": {"type": "string"},
-                        "at": {"type": "string"},
+                        "at": {"type": "string", "format": "date-time"},
                         "priority": {"type": "integer"},
                     },
                 },
@@ -197,9 +199,7 @@ def description() -> dict[str, Any]:
                 "A page of retries, scheduled or dead jobs",
                 PAGE,
                 set_name,
-                _param(
-                    "after", {"type": "string", "pattern": "^-?[0-9]{1,19}[.][0-9]{1,18}$"}, "query"
-                ),
+                _param("after", {"type": "string", "pattern": SET_CURSOR}, "query"),
                 _param("q", {"type": "string"}, "query"),
                 _param("tag", {"type": "string"}, "query"),
                 errors=(400, 404),
