@@ -18,33 +18,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import secrets
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
-
-import apsw
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: the harness lives in tests/
     sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_throughput import environment  # noqa: E402
 from tests.crash_harness import HarnessConfig, run_harness  # noqa: E402
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "sqlite": apsw.sqlite_lib_version(),
-        "apsw": apsw.apsw_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -27,7 +27,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import platform
 import random
 import re
 import signal
@@ -37,12 +36,16 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import apsw
 import msgspec
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_throughput import environment, free_port, run_async
 
 HOST = "127.0.0.1"
 #: FETCH blocks this long server-side when its queues are empty (Faktory: 2 s).
@@ -1304,13 +1307,6 @@ async def slot_loop(run: Run, slot: int) -> None:
 # -- server process --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def rss_kb(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -1589,21 +1585,6 @@ async def fuzz(run: Run, db: Path, samples: list[dict[str, Any]], quiet: bool) -
             loop.remove_signal_handler(sig)
 
 
-def run_async(coro: Coroutine[Any, Any, T], timeout: float) -> T:
-    """Run ``coro`` on a fresh event loop (uvloop when importable), within ``timeout``."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(bounded())
-    result: T = uvloop.run(bounded())
-    return result
-
-
 # -- report ----------------------------------------------------------------------------
 
 
@@ -1727,23 +1708,6 @@ def report(results: dict[str, Any]) -> list[str]:
     add("")
     add(f"  RESULT: {'PASS' if r['passed'] else 'FAIL'}")
     return lines
-
-
-def environment() -> dict[str, Any]:
-    try:
-        import uvloop
-
-        uv = str(getattr(uvloop, "__version__", "?"))
-    except ImportError:
-        uv = "not installed"
-    return {
-        "python": platform.python_version(),
-        "uvloop": uv,
-        "sqlite": apsw.sqlite_lib_version(),
-        "apsw": apsw.apsw_version(),
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-    }
 
 
 def parse_mix(text: str) -> tuple[float, float, float]:
