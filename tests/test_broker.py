@@ -219,3 +219,26 @@ def test_a_failed_fsync_fails_the_waiting_pushes_and_is_reported(tmp_path: Path)
         store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_commit_that_wrote_nothing_is_not_fsynced(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = Store(tmp_path / "n.db", "full")
+        clock = FakeClock()
+        broker = Broker(store, clock)
+        calls: list[int] = []
+        real_sync = store.sync
+
+        def counting() -> None:
+            calls.append(1)
+            real_sync()
+
+        store.sync = counting  # type: ignore[method-assign]
+        await broker.enqueue_due(SetName.SCHEDULED, clock.now_ns())  # nothing due
+        assert calls == []
+        await broker.push(job_decoder.decode(_job("written-job")))
+        assert calls == [1]
+        await asyncio.to_thread(broker.close)
+        store.close()
+
+    asyncio.run(scenario())

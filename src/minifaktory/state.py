@@ -221,12 +221,12 @@ class BrokerState:
             _fail_all(durable + quick, failure)
             return
         _resolve(quick)
-        if not self.store.sync_after_commit:
+        if not self.store.sync_after_commit or not wrote:
             if wrote:
                 self._wrote()
-            _resolve(durable)
+            _resolve(durable)  # nothing to sync: a commit that wrote nothing needs no fsync
             return
-        self._unsynced_wrote |= wrote
+        self._unsynced_wrote = True
         if durable:
             self._unsynced += durable
             if not self._syncing:
