@@ -6,9 +6,10 @@ sizes and paused flags, set sizes, reservations, counters) and sends every
 change to the store inside one open transaction. The first change in an event
 loop tick opens it and schedules ``_commit`` for the end of the tick, so every
 command that arrives together shares one commit (one fsync). A command's reply
-waits for that commit. If the commit fails, the transaction is rolled back,
-the in-memory state is reloaded from the file, and every waiting command gets
-an error: nothing is acknowledged that is not on disk.
+waits for that commit (and, at durability ``full``, for its fsync, except on the
+worker path: see ``_change``). If the commit fails, the transaction is rolled
+back, the in-memory state is reloaded from the file, and every waiting command
+gets an error: nothing is acknowledged that is not committed.
 """
 
 from __future__ import annotations
