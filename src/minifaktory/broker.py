@@ -110,7 +110,7 @@ class Broker(Maintenance):
         now = self.clock.now_ns()
         with self._change(durable=False) as done:
             reservation = self._unreserve(jid, "success")
-            self.store.release(jid)
+            self.store.drop_reservation(jid)
             if reservation.unique:
                 self._release_lock(reservation.queue, reservation.unique, jid)
             if reservation.tracked:

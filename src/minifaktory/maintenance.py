@@ -73,7 +73,7 @@ class Maintenance(BrokerState):
                             jid, jobs.EXPIRED_ERRTYPE, jobs.EXPIRED_MESSAGE, None, now
                         )
                     else:
-                        self.store.release(jid)
+                        self.store.drop_reservation(jid)
                     expired += 1
                 if len(jids) < EXPIRY_BATCH:
                     break

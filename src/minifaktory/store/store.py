@@ -379,6 +379,10 @@ class Store:
         row = self._one("DELETE FROM working WHERE jid = ? RETURNING payload", (jid,))
         return None if row is None else bytes(row[0])
 
+    def drop_reservation(self, jid: str) -> None:
+        """Delete a reservation (its payload is not needed: an ACK)."""
+        self._cur.execute("DELETE FROM working WHERE jid = ?", (jid,))
+
     def expired(self, now: int, limit: int) -> list[str]:
         """Jids of up to ``limit`` reservations whose expiry is ≤ ``now``, oldest first."""
         rows = self._all(
