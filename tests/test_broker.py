@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from minifaktory.broker import Broker
-from minifaktory.clock import FakeClock
+from minifaktory.clock import FakeClock, format_ns
 from minifaktory.errors import StoreError
 from minifaktory.payloads import job_decoder
 from minifaktory.store import SetName, Store
@@ -239,6 +239,45 @@ def test_a_commit_that_wrote_nothing_is_not_fsynced(tmp_path: Path) -> None:
         await broker.push(job_decoder.decode(_job("written-job")))
         assert calls == [1]
         await asyncio.to_thread(broker.close)
+        store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_backlog_of_due_jobs_moves_in_batches_that_let_others_run(tmp_path: Path) -> None:
+    """1,000 due jobs move 100 per transaction; other tasks run between the batches."""
+
+    async def scenario() -> None:
+        store = Store(tmp_path / "d.db", "normal")
+        clock = FakeClock()
+        broker = Broker(store, clock)
+        at = format_ns(clock.now_ns() + 60 * 10**9)
+        batch = [
+            job_decoder.decode(
+                b'{"jid":"due-%06d","jobtype":"T","args":[],"at":"%s"}' % (i, at.encode())
+            )
+            for i in range(1000)
+        ]
+        assert await broker.push_many(batch) == {}
+        clock.advance(61)
+        ticks = 0
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        other = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0)
+        started = ticks
+        moved = await broker.enqueue_due(SetName.SCHEDULED, clock.now_ns())
+        stop = True
+        await other
+        assert moved == 1000
+        assert broker.queues["default"].size == 1000
+        assert ticks - started >= 10  # at least once per batch of 100
         store.close()
 
     asyncio.run(scenario())

@@ -34,10 +34,15 @@ class Maintenance(BrokerState):
     # -- scanners (spec §3.1) ------------------------------------------------------------
 
     async def enqueue_due(self, kind: SetName, now: int) -> int:
-        """Move due scheduled jobs or retries to their queues; how many moved."""
+        """Move due scheduled jobs or retries to their queues; how many moved.
+
+        One transaction per batch, awaited before the next: a backlog of due jobs
+        (a big campaign, a server that was down) never holds the event loop, and
+        a crash midway keeps the batches already moved.
+        """
         moved = 0
-        with self._change() as done:
-            while True:
+        while True:
+            with self._change() as done:
                 batch = self.store.take_due(kind, now, SCAN_BATCH)
                 self.sets[kind] -= len(batch)
                 for entry in batch:
@@ -46,10 +51,9 @@ class Maintenance(BrokerState):
                     self.store.add_events(
                         [(e.jid, now, "retried", "its retry time came") for e in batch]
                     )
-                if len(batch) < SCAN_BATCH:
-                    break
-        await done
-        return moved
+            await done
+            if len(batch) < SCAN_BATCH:
+                return moved
 
     async def purge_dead(self, now: int) -> int:
         """Delete up to 100 dead jobs whose 180-day retention has passed."""
@@ -62,10 +66,11 @@ class Maintenance(BrokerState):
         return len(gone)
 
     async def expire_reservations(self, now: int) -> int:
-        """Fail every reservation past its expiry with ``ReservationExpired``."""
+        """Fail every reservation past its expiry with ``ReservationExpired`` (a
+        transaction per batch, as ``enqueue_due``)."""
         expired = 0
-        with self._change() as done:
-            while True:
+        while True:
+            with self._change() as done:
                 jids = self.store.expired(now, EXPIRY_BATCH)
                 for jid in jids:
                     if jid in self.working:
@@ -75,10 +80,9 @@ class Maintenance(BrokerState):
                     else:
                         self.store.drop_reservation(jid)
                     expired += 1
-                if len(jids) < EXPIRY_BATCH:
-                    break
-        await done
-        return expired
+            await done
+            if len(jids) < EXPIRY_BATCH:
+                return expired
 
     async def probe(self, now: int) -> int:
         """Write the probe row when nothing was written for ``PROBE_AFTER_NS``, so an
