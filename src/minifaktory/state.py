@@ -134,7 +134,6 @@ class BrokerState:
         #: error since then ('' when the latest write succeeded), for health checks.
         self.last_write_ns = 0
         self.write_error = ""
-        self._unsynced_wrote = False
         self.load()
 
     def set_throttles(self, throttles: Iterable[Throttle]) -> None:
@@ -227,7 +226,6 @@ class BrokerState:
                 self._wrote()
             _resolve(durable)  # nothing to sync: a commit that wrote nothing needs no fsync
             return
-        self._unsynced_wrote = True
         if durable:
             self._unsynced += durable
             if not self._syncing:
@@ -249,7 +247,6 @@ class BrokerState:
         wait for the following sync. One fsync thus covers many commits.
         """
         batch, self._unsynced = self._unsynced, []
-        wrote, self._unsynced_wrote = self._unsynced_wrote, False
         self._lazy = False
         if self._lazy_timer is not None:
             self._lazy_timer.cancel()
@@ -261,8 +258,7 @@ class BrokerState:
             self._syncing = False
             self.sync_stats.add(time.perf_counter() - started)
             if exc is None:
-                if wrote:
-                    self._wrote()
+                self._wrote()  # every commit a sync covers wrote something
                 _resolve(batch)
             else:
                 log.critical("fsync of the write-ahead log failed: %s", exc)
