@@ -45,7 +45,7 @@ import msgspec
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_throughput import environment, free_port, run_async
+from bench_throughput import environment, free_port, run_async, server_command
 
 HOST = "127.0.0.1"
 #: FETCH blocks this long server-side when its queues are empty (Faktory: 2 s).
@@ -1326,21 +1326,7 @@ def db_bytes(db: Path) -> int:
 
 
 def start_server(db: Path, log_path: Path, port: int, durability: str) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "minifaktory",
-        "-b",
-        f"{HOST}:{port}",
-        "-w",
-        f"{HOST}:0",
-        "--db",
-        str(db),
-        "--durability",
-        durability,
-        "-l",
-        "warn",
-    ]
+    cmd = server_command(port, db, durability)
     with open(log_path, "wb") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
@@ -1434,13 +1420,18 @@ def integrity(db: Path) -> str:
 # -- phases ----------------------------------------------------------------------------
 
 
-async def prefill(port: int) -> int:
-    """Put jobs on the reservoir queue so that FETCH rarely waits."""
+async def plain_hello(port: int) -> tuple[Wire, Reply | None]:
+    """A new connection after its greeting and a plain ``HELLO``; the HELLO's reply."""
     loop = asyncio.get_running_loop()
     _, wire = await loop.create_connection(Wire, HOST, port)
     await wire.reply()
     wire.write(b'HELLO {"v":2}\r\n')
-    await wire.reply()
+    return wire, await wire.reply()
+
+
+async def prefill(port: int) -> int:
+    """Put jobs on the reservoir queue so that FETCH rarely waits."""
+    wire, _ = await plain_hello(port)
     pushed = 0
     for start in range(0, PREFILL, 1000):
         jobs = [
@@ -1507,12 +1498,8 @@ async def monitor(run: Run, db: Path, samples: list[dict[str, Any]], quiet: bool
 
 async def open_side(port: int) -> Wire:
     """A producer connection for the monitor's INFO calls."""
-    loop = asyncio.get_running_loop()
     async with asyncio.timeout(CONNECT_TIMEOUT):
-        _, wire = await loop.create_connection(Wire, HOST, port)
-        await wire.reply()
-        wire.write(b'HELLO {"v":2}\r\n')
-        reply = await wire.reply()
+        wire, reply = await plain_hello(port)
     if reply is None or reply.data != b"OK":
         wire.close()
         raise Malformed(f"side connection: HELLO answered {reply!r}")
@@ -1522,12 +1509,8 @@ async def open_side(port: int) -> Wire:
 async def final_probe(port: int, timeout: float) -> dict[str, Any]:
     """INFO and PING on a fresh connection."""
     out: dict[str, Any] = {}
-    loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
-        _, wire = await loop.create_connection(Wire, HOST, port)
-        await wire.reply()
-        wire.write(b'HELLO {"v":2}\r\n')
-        hello = await wire.reply()
+        wire, hello = await plain_hello(port)
         out["hello"] = None if hello is None else (hello.kind + repr(hello.data))
         t0 = time.perf_counter()
         wire.write(b"INFO\r\n")

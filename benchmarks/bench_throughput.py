@@ -172,15 +172,9 @@ def stop(proc: Proc) -> None:
         proc.popen.wait(STOP_TIMEOUT)
 
 
-@contextlib.contextmanager
-def server_process(
-    workdir: Path, name: str, durability: str, extra: tuple[str, ...] = ()
-) -> Iterator[Proc]:
-    """A ``python -m minifaktory`` process on a fresh database file."""
-    port = free_port()
-    db = workdir / f"{name}.db"
-    log_path = workdir / f"{name}.log"
-    cmd = [
+def server_command(port: int, db: Path, durability: str, *extra: str) -> list[str]:
+    """``python -m minifaktory`` on ``HOST:port`` and ``db``, Web UI off, warnings only."""
+    return [
         sys.executable,
         "-m",
         "minifaktory",
@@ -196,6 +190,17 @@ def server_process(
         "warn",
         *extra,
     ]
+
+
+@contextlib.contextmanager
+def server_process(
+    workdir: Path, name: str, durability: str, extra: tuple[str, ...] = ()
+) -> Iterator[Proc]:
+    """A ``python -m minifaktory`` process on a fresh database file."""
+    port = free_port()
+    db = workdir / f"{name}.db"
+    log_path = workdir / f"{name}.log"
+    cmd = server_command(port, db, durability, *extra)
     env = {**os.environ, "MINIFAKTORY_LOOP": SERVER_LOOP["loop"]}
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
