@@ -29,6 +29,7 @@ LAYERS = {
     "domain": [
         "batches",
         "syncer",
+        "shutdown",
         "state",
         "maintenance",
         "broker",
@@ -43,6 +44,7 @@ LAYERS = {
         "webui",
         "webui.app",
         "webui.security",
+        "webui.port",
         "webui.server",
         "webui.openapi",
         "webui.views",

@@ -1,6 +1,6 @@
 """Composition: one task group owns the store, broker, listeners and periodic tasks.
 
-* ``Server.run(task_status=...)`` for ``TaskGroup.start`` (readiness, no sleeps);
+* ``Server.run(task_status=...)`` for anyio's ``TaskGroup.start`` (readiness, no sleeps);
 * ``serve(...)``: ``async with`` inside the caller's event loop;
 * ``run(...)``: ``with`` from synchronous code, on a background thread;
 * ``run_forever(config)``: the command line's blocking entry point.
@@ -15,15 +15,11 @@ import logging
 import os
 import signal
 import ssl
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future as ThreadFuture
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import anyio
-import anyio.abc
+from typing import TYPE_CHECKING, Any, Protocol
 
 from minifaktory.broker import Broker
 from minifaktory.clock import Clock, SystemClock
@@ -43,6 +39,7 @@ from minifaktory.limits import parse_limits
 from minifaktory.loops import TaskRunner, standard_tasks
 from minifaktory.metrics import parse_statsd
 from minifaktory.server import Listener
+from minifaktory.shutdown import to_the_end
 from minifaktory.statsd import Statsd
 from minifaktory.store import Store
 from minifaktory.throttles import parse_throttles
@@ -50,7 +47,7 @@ from minifaktory.tls import server_context
 from minifaktory.workers import Registry
 
 if TYPE_CHECKING:
-    from minifaktory.webui.server import WebServer
+    from minifaktory.webui.port import WebPort
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +98,18 @@ def check_open_file_limit(config: Config, limit: int | None) -> None:
         )  # fmt: skip
 
 
+class TaskStatus(Protocol):
+    """Where ``Server.run`` reports that it serves; anyio's ``TaskStatus`` is one."""
+
+    def started(self, value: Server) -> None: ...
+
+
 class Server:
-    """A minifaktory server; start it with ``run`` inside a task group."""
+    """A minifaktory server; start it with ``run`` inside a task group.
+
+    It runs on plain asyncio (the command needs nothing more, and anyio would
+    cost its memory); anyio's task groups on the asyncio backend can host it.
+    """
 
     def __init__(self, config: Config | None = None, *, clock: Clock | None = None) -> None:
         self.config = config or Config()
@@ -128,14 +135,12 @@ class Server:
     def db_path(self) -> Path | str:
         return self.config.resolved_db_path()
 
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[Server] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
+    async def run(self, *, task_status: TaskStatus | None = None) -> None:
         """Open the database, listen, report readiness, and serve until cancelled."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            raise ConfigError("minifaktory runs on the asyncio backend of anyio") from None
+            raise ConfigError("minifaktory runs on asyncio (anyio: its asyncio backend)") from None
         # Environment variables count only through load_config (the command line):
         # servers started in-process by run()/serve() read conf.d alone.
         statsd_config = self.config.statsd or parse_statsd(self.config.toml, environ={})
@@ -166,37 +171,40 @@ class Server:
             log.info(
                 "minifaktory listening at %s, database %s", self.url_without_password, self.db_path
             )
-            async with anyio.create_task_group() as tg:
+            async with asyncio.TaskGroup() as tg:
                 web = self._web_server(services)
                 if web is not None:
-                    tg.start_soon(web.serve)
-                task_status.started(self)
-                tg.start_soon(broker.probe, self.clock.now_ns())  # prove the file takes writes
+                    tg.create_task(web.serve())
+                if task_status is not None:
+                    task_status.started(self)
+                tg.create_task(broker.probe(self.clock.now_ns()))  # prove the file takes writes
                 try:
                     await runner.run()
                 finally:
                     if web is not None:
                         web.stop()
         finally:
-            with anyio.CancelScope(shield=True):
-                if listener is not None:
-                    await listener.close()
-                await asyncio.sleep(0)  # let the last group commit run
-                if self.statsd is not None:
-                    self.statsd.close()
-                if self.services is not None:
-                    await asyncio.to_thread(self.services.broker.close)
-                store.close()
+            await to_the_end(self._close(listener, store))
 
-    def _web_server(self, services: Services) -> WebServer | None:
+    async def _close(self, listener: Listener | None, store: Store) -> None:
+        if listener is not None:
+            await listener.close()
+        await asyncio.sleep(0)  # let the last group commit run
+        if self.statsd is not None:
+            self.statsd.close()
+        if self.services is not None:
+            await asyncio.to_thread(self.services.broker.close)
+        store.close()
+
+    def _web_server(self, services: Services) -> WebPort | None:
         """The Web UI on ``-w``'s binding; None when its port is 0 (disabled, as in Faktory)."""
         host, port = split_binding(self.config.web_binding, DEFAULT_WEB_PORT)
         if port == 0 or str(self.db_path) == ":memory:":
             return None
-        from minifaktory.webui.server import WebServer  # the web stack loads only when used
+        from minifaktory.webui.port import WebPort  # the web stack loads at its first connection
 
         try:
-            web = WebServer(services, self.config, self.db_path, host, port, tls=self.tls)
+            web = WebPort(services, self.config, self.db_path, host, port, tls=self.tls)
         except OSError as exc:
             # The jobs matter more than their pages: keep serving the protocol.
             log.error(
@@ -264,6 +272,10 @@ async def serve(
 
     Options are ``Config`` fields (``binding="127.0.0.1:0"`` by default, so a free port).
     """
+    import tempfile
+
+    import anyio
+
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if config is None and "db_path" not in options:
         tmp = tempfile.TemporaryDirectory(prefix="minifaktory-")
@@ -311,6 +323,21 @@ class RunningServer:
 
         result: dict[str, Any] = self.call(get())
         return result
+
+
+class _Reloads:
+    """Once serving, SIGHUP re-reads ``conf.d``."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    def started(self, value: Server) -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._server.reload)
+
+
+def _cancelling(task: asyncio.Task[Any] | None) -> bool:
+    """Whether someone cancelled ``task`` itself (not only what it awaited)."""
+    return task is not None and task.cancelling() > 0
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -391,13 +418,15 @@ def run_forever(config: Config) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         server = Server(config)
+        serving = asyncio.ensure_future(server.run(task_status=_Reloads(server)))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, serving.cancel)
         try:
-            async with anyio.create_task_group() as tg:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, tg.cancel_scope.cancel)
-                await tg.start(server.run)
-                loop.add_signal_handler(signal.SIGHUP, server.reload)
-        except BaseExceptionGroup as group:  # a start-up error (bad TLS files, port in use)
+            await serving
+        except asyncio.CancelledError:
+            if not serving.cancelled() or _cancelling(asyncio.current_task()):
+                raise
+        except BaseExceptionGroup as group:  # a task failed while serving
             raise _unwrap(group) from None
         log.info("minifaktory stopped")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
-import secrets
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -232,7 +232,7 @@ class BatchBook:
 
 
 def _new_jid() -> str:
-    return base64.urlsafe_b64encode(secrets.token_bytes(12)).decode().rstrip("=")
+    return base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("=")
 
 
 def _callback_payload(spec: dict[str, Any] | None, bid: str, kind: str) -> bytes | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -64,11 +63,10 @@ class FaktoryFormatter(logging.Formatter):
 
 
 def version() -> str:
-    """The installed package version, or ``unknown`` when running from a bare checkout."""
-    try:
-        return importlib.metadata.version(NAME)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    """The package version (``pyproject.toml`` and ``minifaktory.__version__`` agree)."""
+    from minifaktory import __version__
+
+    return __version__
 
 
 def version_text() -> str:

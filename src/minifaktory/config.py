@@ -167,6 +167,11 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
 
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # Only add_argument's own checks use it (``cli.USAGE`` is the help text); a set
+        # width spares the server importing shutil, bz2 and lzma for the terminal's.
+        return argparse.HelpFormatter(prog=self.prog, width=80)
+
 
 def _build_parser() -> argparse.ArgumentParser:
     """Faktory's single-dash flags plus minifaktory's long options."""

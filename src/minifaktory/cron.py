@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import json
-import secrets
+import os
 import time
-import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from croniter import croniter
+if TYPE_CHECKING:
+    from croniter import croniter
 
 from minifaktory import jobs, options
 from minifaktory.clock import NS
@@ -82,13 +81,15 @@ class CronEntry:
         return _ns(self._iter(_datetime(after, self.timezone)).get_next(dt.datetime))
 
     def _iter(self, base: dt.datetime) -> croniter:
+        from croniter import croniter  # loads only when a cron entry is configured
+
         return croniter(self.expression, base, second_at_beginning=_has_seconds(self.expression))
 
     def make_job(self) -> Job:
         """A fresh job for one firing (new jid, as every Faktory cron firing has)."""
         spec = self.job
         return Job(
-            jid=base64.urlsafe_b64encode(secrets.token_bytes(12)).decode().rstrip("="),
+            jid=base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("="),
             jobtype=spec["type"],
             queue=spec.get("queue", ""),
             args=list(spec.get("args", [])),
@@ -105,6 +106,8 @@ def _has_seconds(expression: str) -> bool:
 def _datetime(ns: int, timezone: str) -> dt.datetime:
     # Whole seconds and microseconds as integers: a float timestamp would round a time a
     # few nanoseconds before a firing up to the firing itself, and skip it.
+    import zoneinfo  # this module's heavier imports load only when cron is configured
+
     moment = dt.datetime.fromtimestamp(ns // NS, zoneinfo.ZoneInfo(timezone))
     return moment.replace(microsecond=ns % NS // 1000)
 
@@ -145,6 +148,9 @@ def _parse_entry(raw: Any, where: str, default_timezone: str) -> CronEntry:
         raise ConfigError(f"{where}: schedule is required")
     where = f"{where} ({schedule!r})"
     timezone = raw.get("timezone", default_timezone)
+    import hashlib
+    import zoneinfo
+
     try:
         zoneinfo.ZoneInfo(str(timezone))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
@@ -190,6 +196,8 @@ def _parse_schedule(schedule: str, where: str) -> tuple[int | None, str]:
     expression = MACROS.get(schedule, schedule)
     if expression.startswith("@"):
         raise ConfigError(f"{where}: unknown schedule macro {schedule!r}")
+    from croniter import croniter
+
     fields = len(expression.split())
     if fields not in (5, 6) or not croniter.is_valid(expression, second_at_beginning=fields == 6):
         raise ConfigError(f"{where}: not a valid 5- or 6-field cron schedule")

@@ -11,7 +11,6 @@ must do. Every error text names the field.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -96,6 +95,8 @@ def _seconds(value: Any, field: str, *, durations: bool = False) -> float:
 
 def unique_key(job: Job) -> str:
     """Identity of a unique job inside its queue: jobtype and canonical args."""
+    import hashlib  # loads at the first unique job
+
     digest = hashlib.sha256(job.jobtype.encode() + b"\0" + encode(job.args or []))
     return digest.hexdigest()
 

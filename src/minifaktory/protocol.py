@@ -19,9 +19,6 @@ Nothing here touches a socket, so tests can feed every sample at every split.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from dataclasses import dataclass
 from typing import Final
 
@@ -142,6 +139,8 @@ MAX_ITERATIONS: Final = 8095
 
 def pwdhash(password: str, salt: str, iterations: int) -> str:
     """Faktory's password hash: ``iterations`` rounds of SHA-256 over password‖salt."""
+    import hashlib  # this and the other password helpers load only when a password is set
+
     digest = hashlib.sha256((password + salt).encode()).digest()
     for _ in range(max(iterations, 1) - 1):
         digest = hashlib.sha256(digest).digest()
@@ -158,6 +157,8 @@ class Challenge:
     @classmethod
     def new(cls) -> Challenge:
         """A fresh random challenge, as Faktory makes one per connection."""
+        import secrets
+
         iterations = MIN_ITERATIONS + secrets.randbelow(MAX_ITERATIONS - MIN_ITERATIONS + 1)
         return cls(f"{secrets.randbits(63):x}", iterations)
 
@@ -165,6 +166,8 @@ class Challenge:
         """Check ``pwdhash``; clients older than v2 hash once (the PyPI client relies on it)."""
         iterations = self.iterations if client_version >= PROTOCOL_VERSION else 1
         expected = pwdhash(password, self.salt, iterations)
+        import hmac
+
         return hmac.compare_digest(expected.encode(), client_hash.encode())
 
 

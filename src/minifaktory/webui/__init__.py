@@ -1,5 +1,5 @@
-"""The Web UI and its JSON API: the only package that imports the web stack."""
+"""The Web UI and its JSON API: the only package that imports the web stack.
 
-from minifaktory.webui.app import create_app
-
-__all__ = ["create_app"]
+``webui.port`` binds the Web UI's port without it; the rest loads at the first
+connection (``webui.app.create_app`` builds the ASGI application).
+"""
