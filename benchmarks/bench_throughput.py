@@ -234,6 +234,33 @@ def echo_process(workdir: Path) -> Iterator[Proc]:
 
 
 @contextlib.contextmanager
+def floor_process(workdir: Path) -> Iterator[Proc]:
+    """``floor_server.py`` on a fresh database file, on the servers' event loop."""
+    port = free_port()
+    log_path = workdir / "floor.log"
+    db = workdir / f"floor-{port}.db"
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "floor_server.py"),
+                HOST,
+                str(port),
+                str(db),
+                SERVER_LOOP["loop"],
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    proc = Proc("floor", popen, port, log_path)
+    try:
+        wait_ready(proc)
+        yield proc
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
 def profiled(pid: int, out: Path | None) -> Iterator[None]:
     """Sample ``pid`` with py-spy (collapsed stacks into ``out``) for the block."""
     if out is None:
@@ -735,9 +762,28 @@ def e2e_once(workdir: Path, durability: str, jobs: int, connections: int) -> dic
 
 def echo_once(workdir: Path, connections: int, round_trips: int) -> dict[str, Any]:
     with echo_process(workdir) as proc:
-        return run_async(
+        user0, sys0 = cpu_times(proc.pid)
+        result = run_async(
             echo_round_trips(proc.port, connections, round_trips), max(60.0, round_trips / 600)
         )
+        user1, sys1 = cpu_times(proc.pid)
+        # Three round trips make a job (PUSH, FETCH, ACK).
+        result["server_cpu_us_per_3"] = 3e6 * (user1 - user0 + sys1 - sys0) / round_trips
+        return result
+
+
+def floor_once(workdir: Path, jobs: int, connections: int) -> dict[str, Any]:
+    """The end-to-end run against ``floor_server.py`` (durability full)."""
+    with floor_process(workdir) as proc:
+        user0, sys0 = cpu_times(proc.pid)
+        result = run_async(end_to_end(proc.port, jobs, connections), max(60.0, jobs / 200))
+        user1, sys1 = cpu_times(proc.pid)
+        result["server_user_us_per_job"] = 1e6 * (user1 - user0) / jobs
+        result["server_system_us_per_job"] = 1e6 * (sys1 - sys0) / jobs
+        result["server_cpu_us_per_job"] = (
+            result["server_user_us_per_job"] + result["server_system_us_per_job"]
+        )
+        return result
 
 
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
@@ -788,6 +834,7 @@ def report(results: dict[str, Any]) -> list[str]:
     rows: list[tuple[str, str, str, str]] = []
     raw = results.get("raw_apsw", {})
     echo = results.get("echo")
+    floor = results.get("floor")
     for durability in ("full", "normal"):
         e2e = results.get(f"e2e_{durability}")
         if e2e is None:
@@ -799,6 +846,8 @@ def report(results: dict[str, Any]) -> list[str]:
             if base
             else ""
         )
+        if floor and durability == "full":
+            vs += f"; {e2e['jobs_per_s'] / floor['jobs_per_s']:.2f}x floor"
         target = ""
         if durability == "full":
             target = f">= {fmt(TARGET_E2E)} {verdict(e2e['jobs_per_s'] >= TARGET_E2E)}"
@@ -811,7 +860,12 @@ def report(results: dict[str, Any]) -> list[str]:
                     f"  server CPU µs/job ({durability})",
                     f"{cpu:.0f}",
                     f"{e2e['server_user_us_per_job']:.0f} user + "
-                    f"{e2e['server_system_us_per_job']:.0f} system, all server threads",
+                    f"{e2e['server_system_us_per_job']:.0f} system, all threads"
+                    + (
+                        f"; {cpu / floor['server_cpu_us_per_job']:.2f}x floor"
+                        if floor and durability == "full"
+                        else ""
+                    ),
                     f"<= {TARGET_CPU_US:.0f} {verdict(cpu <= TARGET_CPU_US)}"
                     if durability == "full"
                     else "",
@@ -877,10 +931,23 @@ def report(results: dict[str, Any]) -> list[str]:
             (
                 f"baseline: echo round trips/s ({SERVER_LOOP['loop']})",
                 fmt(echo["round_trips_per_s"]) + spread(echo),
-                "",
+                f"server CPU {echo['server_cpu_us_per_3']:.0f} µs per 3 round trips",
                 "",
             )
         )
+    if floor:
+        rows.append(
+            (
+                "baseline: floor server jobs/s (full)",
+                fmt(floor["jobs_per_s"]) + spread(floor),
+                f"server CPU {floor['server_cpu_us_per_job']:.0f} µs/job "
+                f"({floor['server_user_us_per_job']:.0f} user + "
+                f"{floor['server_system_us_per_job']:.0f} system)",
+                "",
+            )
+        )
+        for problem in floor["problems"]:
+            rows.append(("  ! floor problem", problem, "", ""))
     depth = results.get("depth")
     if depth:
         small, big = depth["small"], depth["big"]
@@ -1056,6 +1123,7 @@ def main(argv: list[str] | None = None) -> int:
             e2e_runs: dict[str, list[dict[str, Any]]] = {d: [] for d in durabilities}
             raw_runs: dict[str, list[dict[str, Any]]] = {d: [] for d in durabilities}
             echo_runs: list[dict[str, Any]] = []
+            floor_runs: list[dict[str, Any]] = []
             # Repeats are interleaved so that slow drifts of the machine hit every part alike.
             for rep in range(args.repeat):
                 for durability in durabilities:
@@ -1082,6 +1150,14 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if value is not None:
                     echo_runs.append(value)
+                if "full" in durabilities:
+                    value = attempt(
+                        results,
+                        f"floor #{rep + 1}",
+                        functools.partial(floor_once, workdir, args.jobs, args.connections),
+                    )
+                    if value is not None:
+                        floor_runs.append(value)
             for durability in durabilities:
                 if e2e_runs[durability]:
                     results[f"e2e_{durability}"] = median_run(e2e_runs[durability], "jobs_per_s")
@@ -1090,6 +1166,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if echo_runs:
                 results["echo"] = median_run(echo_runs, "round_trips_per_s")
+            if floor_runs:
+                results["floor"] = median_run(floor_runs, "jobs_per_s")
             for key in [k for k in results if " #" in k]:  # kept once, inside the medians
                 del results[key]
             if profile_dir is not None:

@@ -719,3 +719,36 @@ def test_command_raises_its_open_file_limit(tmp_path: Path) -> None:
         assert m is not None, limits
         assert m[1] == m[2] != "256"
         round_trip(proc.port, "limit-probe-000000000001")
+
+
+def test_reads_share_one_buffer_instead_of_allocating_one_each(tmp_path: Path) -> None:
+    """asyncio's plain ``Protocol`` allocates 256 KiB per read (an mmap and a munmap in
+    glibc); the server's connections read into their listener's buffer instead."""
+    import tracemalloc
+
+    def talk(host: str, port: int, rounds: int) -> list[bytes]:
+        with socket.create_connection((host, port), timeout=10) as sock:
+            wire = sock.makefile("rwb", buffering=0)
+            replies = [wire.readline()]
+            wire.write(b"HELLO {}\r\n")
+            replies.append(wire.readline())
+            for _ in range(rounds):
+                wire.write(b"QUEUE LATENCY default\r\n")
+                replies.append(wire.readline() + wire.readline())
+            return replies
+
+    async def main() -> tuple[int, list[bytes]]:
+        async with minifaktory.serve(db_path=tmp_path / "r.db") as server:
+            await asyncio.to_thread(talk, server.host, server.port, 5)  # warm up
+            tracemalloc.start()
+            try:
+                replies = await asyncio.to_thread(talk, server.host, server.port, 200)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            return peak, replies
+
+    peak, replies = asyncio.run(main())  # the standard event loop: the case that allocated
+    assert replies[1] == b"+OK\r\n"
+    assert all(r.startswith(b"$") for r in replies[2:])
+    assert peak < 128 * 1024, f"a read allocated a large buffer: peak {peak} bytes"
