@@ -16,7 +16,7 @@ from minifaktory.cron import CronEntry
 from minifaktory.errors import CommandError
 from minifaktory.maintenance import Maintenance
 from minifaktory.payloads import Job, job_decoder
-from minifaktory.state import BrokerState, QueueState, Reservation, stored_expiry
+from minifaktory.state import BrokerState, QueueState, Reservation, Waiter, stored_expiry
 from minifaktory.workers import Worker
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,15 @@ class Broker(Maintenance):
 
     async def push(self, job: Job) -> None:
         """Validate and store one job (PUSH)."""
-        now = self.clock.now_ns()
-        with self._change() as done:
-            self._push(job, now)
+        done = self.loop.create_future()
+        self.push_now(job, done)
         await done
+
+    def push_now(self, job: Job, waiter: Waiter) -> None:
+        """``push`` without waiting: ``waiter`` hears when the job is durable."""
+        now = self.clock.now_ns()
+        with self._change_for(waiter):
+            self._push(job, now)
 
     async def push_many(self, batch: list[Job]) -> dict[str, str]:
         """PUSHB: push each job on its own; map jid → error text for the rejected ones."""
@@ -65,9 +70,10 @@ class Broker(Maintenance):
             if not active:
                 await asyncio.sleep(max(deadline - loop.time(), 0))
                 return None
-            taken = self._take(active, wid)
+            done = loop.create_future()
+            taken = self._take(active, wid, done)
             if taken is not None:
-                name, payload, done = taken
+                name, payload = taken
                 if woken is not None and woken != name and self._has_jobs(woken):
                     self.notifier.notify(woken)  # pass on the wake-up we did not use
                 await done
@@ -79,7 +85,19 @@ class Broker(Maintenance):
             if woken is None:
                 return None
 
-    def _take(self, active: list[str], wid: str) -> tuple[str, bytes, asyncio.Future[None]] | None:
+    def fetch_now(
+        self, queues: list[str], wid: str, worker: Worker | None, waiter: Waiter
+    ) -> bytes | None:
+        """``fetch`` when a job is there at once (``waiter`` hears of its commit);
+        None when ``fetch`` would have to wait, and then nothing was reserved."""
+        if worker is not None and worker.busy_signal:
+            return None
+        active = [q for q in queues if not self._is_paused(q)]
+        taken = self._take(active, wid, waiter) if active else None
+        return None if taken is None else taken[1]
+
+    def _take(self, active: list[str], wid: str, waiter: Waiter) -> tuple[str, bytes] | None:
+        """Reserve the first job of the first queue that has one: (queue, payload)."""
         for name in active:
             state = self.queues.get(name)
             if state is None or state.size <= 0:
@@ -88,13 +106,13 @@ class Broker(Maintenance):
             slots = self.slots.get(name)
             if slots is not None and slots.full(wid, now):
                 continue  # throttled: as if empty for this worker, for now
-            with self._change(durable=False) as done:
+            with self._change_for(waiter, durable=False):
                 while (row := self.store.take(name)) is not None:
                     state.size -= 1
                     jid, payload, expires_at = row
                     if expires_at is None or expires_at > now:
                         self._reserve(name, jid, payload, wid, now)
-                        return name, payload, done
+                        return name, payload
                     self._expire(1)  # expired while waiting: never handed out
                     self.metrics.expire(name)
                 state.size = 0
@@ -104,11 +122,17 @@ class Broker(Maintenance):
 
     async def ack(self, jid: str) -> None:
         """ACK: finish a reservation. Unknown jids are acknowledged with no effect."""
+        done = self.loop.create_future()
+        if self.ack_now(jid, done):
+            await done
+
+    def ack_now(self, jid: str, waiter: Waiter) -> bool:
+        """``ack`` without waiting; False when there was nothing to change."""
         if jid not in self.working:
             log.debug("ACK of unknown jid %s", jid)
-            return
+            return False
         now = self.clock.now_ns()
-        with self._change(durable=False) as done:
+        with self._change_for(waiter, durable=False):
             reservation = self._unreserve(jid, "success")
             self.store.drop_reservation(jid)
             if reservation.unique:
@@ -124,7 +148,7 @@ class Broker(Maintenance):
             self._count(now, failed=False)
             took = now - reservation.reserved_at
             self.metrics.finish(reservation.queue, reservation.jobtype, took, False, False)
-        await done
+        return True
 
     async def requeue(self, jid: str) -> None:
         """REQUEUE: hand a reserved job back to the front of its queue, without a retry."""

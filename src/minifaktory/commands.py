@@ -24,6 +24,7 @@ from minifaktory.cron import CronEntry
 from minifaktory.errors import CommandError, StoreError
 from minifaktory.governance import Governor
 from minifaktory.payloads import (
+    Job,
     ack_decoder,
     beat_decoder,
     decode_error_text,
@@ -38,6 +39,7 @@ from minifaktory.payloads import (
     track_set_decoder,
 )
 from minifaktory.protocol import Command
+from minifaktory.state import Waiter
 from minifaktory.store import SetName
 from minifaktory.workers import Registry, Worker
 
@@ -93,12 +95,15 @@ async def end(session: Session, cmd: Command) -> bytes | None:
 
 
 async def push(session: Session, cmd: Command) -> bytes | None:
+    await session.services.broker.push(_job_of(cmd))
+    return protocol.OK
+
+
+def _job_of(cmd: Command) -> Job:
     try:
-        job = decode_job(_payload(cmd))
+        return decode_job(_payload(cmd))
     except msgspec.DecodeError as exc:
         raise CommandError(f"invalid JSON: {decode_error_text(exc, cmd.payload or b'')}") from None
-    await session.services.broker.push(job)
-    return protocol.OK
 
 
 async def pushb(session: Session, cmd: Command) -> bytes | None:
@@ -111,11 +116,14 @@ async def pushb(session: Session, cmd: Command) -> bytes | None:
 
 
 async def fetch(session: Session, cmd: Command) -> bytes | None:
+    job = await session.services.broker.fetch(_queues_of(cmd), session.wid, session.worker)
+    return protocol.NULL if job is None else protocol.bulk(job)
+
+
+def _queues_of(cmd: Command) -> list[str]:
     if cmd.payload is None:
         raise CommandError("must call fetch with at least one queue")
-    queues = cmd.text.split(" ")
-    job = await session.services.broker.fetch(queues, session.wid, session.worker)
-    return protocol.NULL if job is None else protocol.bulk(job)
+    return cmd.text.split(" ")
 
 
 def _jid_of(cmd: Command) -> str:
@@ -129,6 +137,35 @@ def _jid_of(cmd: Command) -> str:
 async def ack(session: Session, cmd: Command) -> bytes | None:
     await session.services.broker.ack(_jid_of(cmd))
     return protocol.OK
+
+
+# -- the same, without waiting ------------------------------------------------------
+#
+# A connection with nothing else in flight runs these as the command arrives: the
+# change joins the tick's transaction with ``waiter``, and the connection writes the
+# returned reply when ``waiter`` hears of the commit (or, for PUSH, the fsync).
+# ``(reply, False)``: nothing to wait for, reply now. None: the command would wait
+# (FETCH on empty queues); nothing was changed, and the connection's task runs it.
+
+FastHandler = Callable[[Session, Command, Waiter], tuple[bytes, bool] | None]
+
+
+def push_now(session: Session, cmd: Command, waiter: Waiter) -> tuple[bytes, bool] | None:
+    session.services.broker.push_now(_job_of(cmd), waiter)
+    return protocol.OK, True
+
+
+def fetch_now(session: Session, cmd: Command, waiter: Waiter) -> tuple[bytes, bool] | None:
+    broker = session.services.broker
+    job = broker.fetch_now(_queues_of(cmd), session.wid, session.worker, waiter)
+    return None if job is None else (protocol.bulk(job), True)
+
+
+def ack_now(session: Session, cmd: Command, waiter: Waiter) -> tuple[bytes, bool] | None:
+    return protocol.OK, session.services.broker.ack_now(_jid_of(cmd), waiter)
+
+
+FAST_COMMANDS: dict[str, FastHandler] = {"PUSH": push_now, "FETCH": fetch_now, "ACK": ack_now}
 
 
 async def requeue(session: Session, cmd: Command) -> bytes | None:
@@ -268,12 +305,32 @@ async def dispatch(session: Session, cmd: Command) -> bytes | None:
     session.services.stats.commands += 1
     try:
         return await handler(session, cmd)
-    except CommandError as exc:
+    except (CommandError, _Internal, StoreError) as exc:
+        return error_reply(exc)
+
+
+def run_now(session: Session, cmd: Command, waiter: Waiter) -> tuple[bytes, bool] | None:
+    """Run a verb of ``FAST_COMMANDS`` at once: ``(reply, wait for waiter first)``, or
+    None when the connection's task must run it (another verb, or FETCH must wait)."""
+    fast = FAST_COMMANDS.get(cmd.verb)
+    if fast is None:
+        return None
+    try:
+        outcome = fast(session, cmd, waiter)
+    except (CommandError, _Internal, StoreError) as exc:
+        outcome = error_reply(exc), False
+    if outcome is not None:
+        session.services.stats.commands += 1
+    return outcome
+
+
+def error_reply(exc: CommandError | _Internal | StoreError) -> bytes:
+    """The reply to a command that failed with one of the expected errors."""
+    if isinstance(exc, CommandError):
         return protocol.error(exc.message, exc.code)
-    except _Internal:
+    if isinstance(exc, _Internal):
         return protocol.error("internal error")
-    except StoreError as exc:
-        return protocol.error(f"storage error: {exc}")
+    return protocol.error(f"storage error: {exc}")
 
 
 def current_state(services: Services) -> dict[str, Any]:

@@ -4,6 +4,13 @@ Each connection is an asyncio ``Protocol`` feeding the sans-I/O ``LineReader``
 plus one task that performs the handshake and then runs commands one at a
 time, so replies leave in the order commands arrived. asyncio's transports
 are used directly (not anyio streams) because this is the per-command hot path.
+
+The hot verbs (PUSH, ACK, and a FETCH that finds a job) skip the task: while the
+task waits for a line and nothing of the connection is in flight, they run as
+they arrive, and their reply is written by the commit (or the fsync) that makes
+them durable, through a ``Pending`` reply (a ``state.Waiter``). Lines that come
+meanwhile wait for that reply; everything else goes to the task. That saves two
+task switches and event loop iterations per command.
 With TLS the event loop runs the handshake before ``connection_made``; a
 connection whose handshake fails or never finishes (a plain client on a TLS
 port) is closed by the loop and logged here at debug level.
@@ -28,8 +35,9 @@ from pathlib import Path
 import msgspec
 
 from minifaktory import protocol
-from minifaktory.commands import Services, Session, dispatch
+from minifaktory.commands import Services, Session, dispatch, error_reply, run_now
 from minifaktory.config import Config
+from minifaktory.errors import StoreError
 from minifaktory.payloads import decode_lenient, hello_decoder
 from minifaktory.protocol import OVERLONG, Challenge, LineReader, parse_command
 
@@ -178,6 +186,10 @@ class Connection(asyncio.BufferedProtocol):
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop
         self._drained: asyncio.Future[None] | None = None
+        #: After the handshake, hot verbs may run outside the task.
+        self._ready = False
+        #: The reply of a hot verb waiting for its commit; later lines wait for it.
+        self._pending: Pending | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------
 
@@ -214,7 +226,7 @@ class Connection(asyncio.BufferedProtocol):
         ):
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        self._pump()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -266,6 +278,47 @@ class Connection(asyncio.BufferedProtocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _pump(self) -> None:
+        """Run the hot verbs among the waiting lines here while the task idles; wake the
+        task for anything else. Nothing runs while a reply is pending."""
+        if self._pending is not None:
+            return
+        waiter = self._waiter
+        if (
+            self._ready
+            and waiter is not None
+            and not waiter.done()
+            and self._drained is None
+            and not self.listener.closing
+        ):
+            while self._lines:
+                line = self._lines[0]
+                if not isinstance(line, bytes):
+                    break
+                pending = Pending(self)
+                try:
+                    outcome = run_now(self.session, parse_command(line), pending)
+                except Exception:
+                    log.exception("command failed: %.200r", line)
+                    outcome = protocol.error("internal error"), False
+                if outcome is None:
+                    break
+                self._pop_line()
+                reply, wait = outcome
+                if wait:
+                    pending.reply = reply
+                    self._pending = pending
+                    return
+                self._write(reply)
+        self._wake()
+
+    def _replied(self, reply: bytes) -> None:
+        """A pending reply is due: write it, then go on with the lines that waited."""
+        self._pending = None
+        self._write(reply)
+        if self._lines or self._eof:
+            self._loop.call_soon(self._pump)
+
     async def _next_line(self) -> bytes | object | None:
         while not self._lines:
             if self._eof:
@@ -275,6 +328,9 @@ class Connection(asyncio.BufferedProtocol):
                 await self._waiter
             finally:
                 self._waiter = None
+        return self._pop_line()
+
+    def _pop_line(self) -> bytes | object:
         line = self._lines.popleft()
         if isinstance(line, bytes):
             self._pending_bytes -= len(line)
@@ -355,6 +411,7 @@ class Connection(asyncio.BufferedProtocol):
 
     async def _command_loop(self) -> None:
         session = self.session
+        self._ready = True
         while True:
             line = await self._next_line()
             if line is None:
@@ -394,3 +451,33 @@ class Connection(asyncio.BufferedProtocol):
             self.services.registry.detach(worker, self.close)
             self.session.worker = None
         self.close()
+
+
+class Pending:
+    """A hot verb's reply, written once its change is committed (or durable).
+
+    A ``state.Waiter`` the broker resolves from the commit itself; ``reply`` stays
+    None while the command is still running (it may fail and reply at once), and
+    a Pending without a reply writes nothing.
+    """
+
+    __slots__ = ("_connection", "_done", "reply")
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._done = False
+        self.reply: bytes | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: None, /) -> None:
+        self._done = True
+        if self.reply is not None:
+            self._connection._replied(self.reply)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._done = True
+        if self.reply is not None:
+            failure = exception if isinstance(exception, StoreError) else StoreError(str(exception))
+            self._connection._replied(error_reply(failure))

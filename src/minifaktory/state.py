@@ -10,6 +10,10 @@ waits for that commit (and, at durability ``full``, for its fsync, except on the
 worker path: see ``_change``). If the commit fails, the transaction is rolled
 back, the in-memory state is reloaded from the file, and every waiting command
 gets an error: nothing is acknowledged that is not committed.
+
+Who waits is a ``Waiter``: the future of a command running in its connection's
+task, or a connection's own pending reply (``server.Pending``), which writes the
+reply inside the commit (or the sync) itself, without a task switch.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import msgspec
 
@@ -34,6 +39,17 @@ from minifaktory.syncer import Syncer
 from minifaktory.throttles import Slots, Throttle, slots_for
 
 log = logging.getLogger(__name__)
+
+
+class Waiter(Protocol):
+    """Waits for a change to commit (or to be durable): ``asyncio.Future`` is one."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, result: None, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
 
 #: How many finished jobs the Busy page remembers per worker (in memory only).
 RECENT_PER_WORKER = 20
@@ -115,15 +131,15 @@ class BrokerState:
         # The transaction open for this tick, and who waits for it: until it is
         # durable, or (the worker path) only until it is committed.
         self._tx_open = False
-        self._tx_durable: list[asyncio.Future[None]] = []
-        self._tx_quick: list[asyncio.Future[None]] = []
+        self._tx_durable: list[Waiter] = []
+        self._tx_quick: list[Waiter] = []
         # Commits that only the worker path waited for, not yet synced, and the timer
         # that syncs them if no durable commit does first.
         self._lazy = False
         self._lazy_timer: asyncio.TimerHandle | None = None
         self._tx_poisoned = False
         # Durability "full": commits whose WAL frames are not yet fsynced.
-        self._unsynced: list[asyncio.Future[None]] = []
+        self._unsynced: list[Waiter] = []
         self._syncing = False
         # Looked up at each call, so that tests can stand in for ``store.sync``.
         self._syncer = Syncer(self.loop, lambda: self.store.sync())
@@ -181,17 +197,24 @@ class BrokerState:
         """
         return _Change(self, durable)
 
+    def _change_for(self, waiter: Waiter, *, durable: bool = True) -> _ChangeFor:
+        """``_change`` for a waiter the caller brings (a connection's pending reply)."""
+        return _ChangeFor(self, durable, waiter)
+
     def _join(self, durable: bool) -> asyncio.Future[None]:
         """The caller's future in the open transaction (opening one for this tick)."""
-        loop = self.loop
+        waiter = self.loop.create_future()
+        self._enlist(waiter, durable)
+        return waiter
+
+    def _enlist(self, waiter: Waiter, durable: bool) -> None:
+        """Add ``waiter`` to the open transaction (opening one for this tick)."""
         if not self._tx_open:
             self.store.begin()
             self._tx_open = True
             self._tx_poisoned = False
-            loop.call_soon(self._commit)
-        waiter = loop.create_future()
+            self.loop.call_soon(self._commit)
         (self._tx_durable if durable else self._tx_quick).append(waiter)
-        return waiter
 
     def _commit(self) -> None:
         durable, self._tx_durable = self._tx_durable, []
@@ -508,17 +531,18 @@ def _flags(payload: bytes) -> tuple[str, bool, str, tuple[str, str] | None, str,
     return unique, options.is_tracked(job), member, callback, job.jobtype, job.failure is not None
 
 
-def _fail_all(futures: list[asyncio.Future[None]], exc: StoreError) -> None:
-    for fut in futures:
-        if not fut.done():
-            fut.set_exception(exc)
-            fut.exception()  # retrieved here; each waiter re-raises it
+def _fail_all(waiters: list[Waiter], exc: StoreError) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(exc)
+            if isinstance(waiter, asyncio.Future):
+                waiter.exception()  # retrieved here; each waiter re-raises it
 
 
-def _resolve(futures: list[asyncio.Future[None]]) -> None:
-    for fut in futures:
-        if not fut.done():  # done: its caller was cancelled
-            fut.set_result(None)
+def _resolve(waiters: list[Waiter]) -> None:
+    for waiter in waiters:
+        if not waiter.done():  # done: its caller was cancelled
+            waiter.set_result(None)
 
 
 class _Change:
@@ -533,6 +557,26 @@ class _Change:
 
     def __enter__(self) -> asyncio.Future[None]:
         return self._state._join(self._durable)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if kind is not None and not issubclass(kind, CommandError):
+            self._state._tx_poisoned = True
+
+
+class _ChangeFor:
+    """``BrokerState._change_for``: joins with the caller's own waiter."""
+
+    __slots__ = ("_durable", "_state", "_waiter")
+
+    def __init__(self, state: BrokerState, durable: bool, waiter: Waiter) -> None:
+        self._state = state
+        self._durable = durable
+        self._waiter = waiter
+
+    def __enter__(self) -> None:
+        self._state._enlist(self._waiter, self._durable)
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
