@@ -310,7 +310,8 @@ class Connection(asyncio.BufferedProtocol):
                     self._pending = pending
                     return
                 self._write(reply)
-        self._wake()
+        if self._lines or self._eof:
+            self._wake()
 
     def _replied(self, reply: bytes) -> None:
         """A pending reply is due: write it, then go on with the lines that waited."""
