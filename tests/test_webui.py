@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -163,6 +164,29 @@ def test_a_taken_web_port_leaves_the_job_server_running(caplog: pytest.LogCaptur
             assert srv.server.web_port == 0
     assert f"Web UI not started: cannot listen on 127.0.0.1:{port}" in caplog.text
     assert "jobs are still served at tcp://127.0.0.1:" in caplog.text
+
+
+def test_a_web_stack_that_fails_to_load_leaves_the_job_server_running(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minifaktory.webui import server as web_server
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("templates missing")
+
+    monkeypatch.setattr(web_server, "WebServer", broken)
+    port = free_port()
+    with caplog.at_level(logging.ERROR), minifaktory.run(web_binding=f"127.0.0.1:{port}") as srv:
+        with (
+            contextlib.suppress(ConnectionResetError, BrokenPipeError),
+            socket.create_connection(("127.0.0.1", srv.server.web_port), timeout=5) as page,
+        ):
+            page.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert page.recv(100) == b""  # closed (or reset): nothing serves the Web UI
+        push(srv, job())
+        assert srv.info()["faktory"]["queues"] == {"default": 1}
+    assert "Web UI not started: its stack failed to load" in caplog.text
+    assert "templates missing" in caplog.text
 
 
 def test_unique_locks_are_listed_per_queue(web: tuple[RunningServer, httpx.Client]) -> None:

@@ -66,12 +66,17 @@ class WebPort:
         if not first:
             self.socket.close()
             return
-        from minifaktory.webui.server import WebServer  # the web stack loads here
-
         try:
+            from minifaktory.webui.server import WebServer  # the web stack loads here
+
             self.server = WebServer(
                 self._services, self._config, self._db_path, self.socket, tls=self._tls
             )
+        except Exception:
+            # The jobs matter more than their pages: the job server keeps serving.
+            log.exception("Web UI not started: its stack failed to load")
+            self.socket.close()
+            return
         except BaseException:
             self.socket.close()
             raise
