@@ -749,15 +749,20 @@ def cpu_times(pid: int) -> tuple[float, float]:
 
 def e2e_once(workdir: Path, durability: str, jobs: int, connections: int) -> dict[str, Any]:
     with server_process(workdir, f"e2e-{durability}", durability) as proc:
-        user0, sys0 = cpu_times(proc.pid)
-        result = run_async(end_to_end(proc.port, jobs, connections), max(60.0, jobs / 200))
-        user1, sys1 = cpu_times(proc.pid)
-        result["server_user_us_per_job"] = 1e6 * (user1 - user0) / jobs
-        result["server_system_us_per_job"] = 1e6 * (sys1 - sys0) / jobs
-        result["server_cpu_us_per_job"] = (
-            result["server_user_us_per_job"] + result["server_system_us_per_job"]
-        )
-        return result
+        return e2e_with_cpu(proc, jobs, connections)
+
+
+def e2e_with_cpu(proc: Proc, jobs: int, connections: int) -> dict[str, Any]:
+    """The end-to-end run against ``proc``, with the server's CPU per job."""
+    user0, sys0 = cpu_times(proc.pid)
+    result = run_async(end_to_end(proc.port, jobs, connections), max(60.0, jobs / 200))
+    user1, sys1 = cpu_times(proc.pid)
+    result["server_user_us_per_job"] = 1e6 * (user1 - user0) / jobs
+    result["server_system_us_per_job"] = 1e6 * (sys1 - sys0) / jobs
+    result["server_cpu_us_per_job"] = (
+        result["server_user_us_per_job"] + result["server_system_us_per_job"]
+    )
+    return result
 
 
 def echo_once(workdir: Path, connections: int, round_trips: int) -> dict[str, Any]:
@@ -775,15 +780,7 @@ def echo_once(workdir: Path, connections: int, round_trips: int) -> dict[str, An
 def floor_once(workdir: Path, jobs: int, connections: int) -> dict[str, Any]:
     """The end-to-end run against ``floor_server.py`` (durability full)."""
     with floor_process(workdir) as proc:
-        user0, sys0 = cpu_times(proc.pid)
-        result = run_async(end_to_end(proc.port, jobs, connections), max(60.0, jobs / 200))
-        user1, sys1 = cpu_times(proc.pid)
-        result["server_user_us_per_job"] = 1e6 * (user1 - user0) / jobs
-        result["server_system_us_per_job"] = 1e6 * (sys1 - sys0) / jobs
-        result["server_cpu_us_per_job"] = (
-            result["server_user_us_per_job"] + result["server_system_us_per_job"]
-        )
-        return result
+        return e2e_with_cpu(proc, jobs, connections)
 
 
 def median_run(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ they arrive, and their reply is written by the commit (or the fsync) that makes
 them durable, through a ``Pending`` reply (a ``state.Waiter``). Lines that come
 meanwhile wait for that reply; everything else goes to the task. That saves two
 task switches and event loop iterations per command.
+
 With TLS the event loop runs the handshake before ``connection_made``; a
 connection whose handshake fails or never finishes (a plain client on a TLS
 port) is closed by the loop and logged here at debug level.

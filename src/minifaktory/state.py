@@ -545,9 +545,9 @@ def _resolve(waiters: list[Waiter]) -> None:
             waiter.set_result(None)
 
 
-class _Change:
-    """``BrokerState._change``: joins the tick's transaction; poisons it on an
-    unexpected error."""
+class _Joining:
+    """Joins the tick's transaction for a ``with`` block; an unexpected error in the
+    block poisons the transaction, so that nothing half-done is committed."""
 
     __slots__ = ("_durable", "_state")
 
@@ -555,9 +555,6 @@ class _Change:
         self._state = state
         self._durable = durable
 
-    def __enter__(self) -> asyncio.Future[None]:
-        return self._state._join(self._durable)
-
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
@@ -565,21 +562,23 @@ class _Change:
             self._state._tx_poisoned = True
 
 
-class _ChangeFor:
+class _Change(_Joining):
+    """``BrokerState._change``: the block gets a future of its own to await."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> asyncio.Future[None]:
+        return self._state._join(self._durable)
+
+
+class _ChangeFor(_Joining):
     """``BrokerState._change_for``: joins with the caller's own waiter."""
 
-    __slots__ = ("_durable", "_state", "_waiter")
+    __slots__ = ("_waiter",)
 
     def __init__(self, state: BrokerState, durable: bool, waiter: Waiter) -> None:
-        self._state = state
-        self._durable = durable
+        super().__init__(state, durable)
         self._waiter = waiter
 
     def __enter__(self) -> None:
         self._state._enlist(self._waiter, self._durable)
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        if kind is not None and not issubclass(kind, CommandError):
-            self._state._tx_poisoned = True
