@@ -16,14 +16,13 @@ the batch. Every method runs inside the broker's transaction.
 
 from __future__ import annotations
 
-import base64
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from minifaktory import jobs
 from minifaktory.clock import NS, format_ns
 from minifaktory.errors import CommandError
 from minifaktory.payloads import Job, encode, job_decoder
@@ -91,7 +90,7 @@ class BatchBook:
         """BATCH NEW: store the batch and its callback jobs; returns the new bid."""
         if spec.parent_bid:
             self._get(spec.parent_bid)
-        bid = "b-" + _new_jid()
+        bid = "b-" + jobs.new_jid()
         row = BatchRow(bid, spec.parent_bid, spec.description, now, now)
         row.complete_job = _callback_payload(spec.complete, bid, COMPLETE)
         row.success_job = _callback_payload(spec.success, bid, SUCCESS)
@@ -215,7 +214,7 @@ class BatchBook:
         if payload is None:
             return "2"
         job = job_decoder.decode(payload)
-        job.jid = _new_jid()
+        job.jid = jobs.new_jid()
         try:
             self.push(job, now)
         except CommandError as exc:
@@ -229,10 +228,6 @@ class BatchBook:
         if purged:
             self.open_count, self.committed_count = self.store.batch_counts()
         return purged
-
-
-def _new_jid() -> str:
-    return base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("=")
 
 
 def _callback_payload(spec: dict[str, Any] | None, bid: str, kind: str) -> bytes | None:

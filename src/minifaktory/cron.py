@@ -19,10 +19,8 @@ Pure: times are nanoseconds, schedules are evaluated with croniter.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,7 +87,7 @@ class CronEntry:
         """A fresh job for one firing (new jid, as every Faktory cron firing has)."""
         spec = self.job
         return Job(
-            jid=base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("="),
+            jid=jobs.new_jid(),
             jobtype=spec["type"],
             queue=spec.get("queue", ""),
             args=list(spec.get("args", [])),

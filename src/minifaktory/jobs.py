@@ -6,7 +6,9 @@ Pure functions over ``payloads.Job``; every text here is a wire-visible error
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import random
 import re
 from collections.abc import Callable
@@ -14,6 +16,12 @@ from collections.abc import Callable
 from minifaktory import clock
 from minifaktory.errors import CommandError
 from minifaktory.payloads import DEFAULT_RETRY, Failure, Job
+
+
+def new_jid() -> str:
+    """16 random url-safe characters: the jid of a job (or the id of a batch) the server makes."""
+    return base64.urlsafe_b64encode(os.urandom(12)).decode().rstrip("=")
+
 
 DEFAULT_QUEUE = "default"
 MIN_JID_LENGTH = 8
