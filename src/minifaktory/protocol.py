@@ -164,10 +164,10 @@ class Challenge:
 
     def verify(self, password: str, client_hash: str, client_version: int) -> bool:
         """Check ``pwdhash``; clients older than v2 hash once (the PyPI client relies on it)."""
-        iterations = self.iterations if client_version >= PROTOCOL_VERSION else 1
-        expected = pwdhash(password, self.salt, iterations)
         import hmac
 
+        iterations = self.iterations if client_version >= PROTOCOL_VERSION else 1
+        expected = pwdhash(password, self.salt, iterations)
         return hmac.compare_digest(expected.encode(), client_hash.encode())
 
 
