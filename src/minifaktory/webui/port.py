@@ -1,7 +1,7 @@
 """The Web UI's port: bound at start, served by the web stack from its first connection.
 
 A server nobody browses to never imports uvicorn, Starlette or Jinja (about
-12 MB of a fresh process). Connections that arrive while the stack loads wait in
+11 MB of a fresh process). Connections that arrive while the stack loads wait in
 the listen backlog and are accepted once it serves.
 """
 
