@@ -216,43 +216,18 @@ def server_process(
 
 
 @contextlib.contextmanager
-def echo_process(workdir: Path) -> Iterator[Proc]:
+def baseline_process(workdir: Path, name: str, *args: str) -> Iterator[Proc]:
+    """``benchmarks/<name>_server.py HOST PORT [args] LOOP`` on the servers' event loop."""
     port = free_port()
-    log_path = workdir / "echo.log"
+    log_path = workdir / f"{name}.log"
+    script = str(HERE / f"{name}_server.py")
     with open(log_path, "wb") as log:
         popen = subprocess.Popen(
-            [sys.executable, str(HERE / "echo_server.py"), HOST, str(port), SERVER_LOOP["loop"]],
+            [sys.executable, script, HOST, str(port), *args, SERVER_LOOP["loop"]],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    proc = Proc("echo", popen, port, log_path)
-    try:
-        wait_ready(proc)
-        yield proc
-    finally:
-        stop(proc)
-
-
-@contextlib.contextmanager
-def floor_process(workdir: Path) -> Iterator[Proc]:
-    """``floor_server.py`` on a fresh database file, on the servers' event loop."""
-    port = free_port()
-    log_path = workdir / "floor.log"
-    db = workdir / f"floor-{port}.db"
-    with open(log_path, "wb") as log:
-        popen = subprocess.Popen(
-            [
-                sys.executable,
-                str(HERE / "floor_server.py"),
-                HOST,
-                str(port),
-                str(db),
-                SERVER_LOOP["loop"],
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    proc = Proc("floor", popen, port, log_path)
+    proc = Proc(name, popen, port, log_path)
     try:
         wait_ready(proc)
         yield proc
@@ -766,7 +741,7 @@ def e2e_with_cpu(proc: Proc, jobs: int, connections: int) -> dict[str, Any]:
 
 
 def echo_once(workdir: Path, connections: int, round_trips: int) -> dict[str, Any]:
-    with echo_process(workdir) as proc:
+    with baseline_process(workdir, "echo") as proc:
         user0, sys0 = cpu_times(proc.pid)
         result = run_async(
             echo_round_trips(proc.port, connections, round_trips), max(60.0, round_trips / 600)
@@ -779,7 +754,8 @@ def echo_once(workdir: Path, connections: int, round_trips: int) -> dict[str, An
 
 def floor_once(workdir: Path, jobs: int, connections: int) -> dict[str, Any]:
     """The end-to-end run against ``floor_server.py`` (durability full)."""
-    with floor_process(workdir) as proc:
+    db = workdir / f"floor-{secrets.token_hex(4)}.db"
+    with baseline_process(workdir, "floor", str(db)) as proc:
         return e2e_with_cpu(proc, jobs, connections)
 
 
