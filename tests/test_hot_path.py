@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+import minifaktory
 from minifaktory import commands
 from minifaktory.app import RunningServer
 from minifaktory.errors import StoreError
@@ -108,3 +111,50 @@ def _split(data: bytes) -> list[bytes]:
             out.append(head + b"\r\n")
             data = rest
     return out
+
+
+def test_a_half_closed_client_gets_every_reply_and_its_fetch_does_not_wait(
+    server: RunningServer, connect: Connect
+) -> None:
+    lines = [
+        b"HELLO {}",
+        b"PUSH " + job("h" * 24).encode(),
+        b"INFO",
+        b"FETCH default",
+        b'ACK {"jid":"' + b"h" * 24 + b'"}',
+        b"FETCH default",  # empty now: answered at once, nothing is reserved later
+    ]
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"".join(line + b"\r\n" for line in lines))
+        sock.shutdown(socket.SHUT_WR)  # as Faktory does, the server answers before closing
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    replies = _split(data)
+    assert [r[:1] for r in replies] == [b"+", b"+", b"+", b"$", b"$", b"+", b"$"]
+    assert replies[-1] == b"$-1\r\n"
+    producer = connect()
+    assert producer.hello() == b"+OK\r\n"
+    assert producer.call("PUSH " + job("i" * 24)) == b"+OK\r\n"
+    state = producer.json("INFO")["faktory"]
+    assert state["queues"] == {"default": 1} and state["sets"]["working"] == 0
+
+
+def test_a_waiting_fetch_ends_when_its_client_closes_its_side(tmp_path: Path) -> None:
+    with minifaktory.run(db_path=tmp_path / "h.db", fetch_timeout=60) as srv:
+        with socket.create_connection((srv.host, srv.port), timeout=20) as sock:
+            wire = sock.makefile("rb")
+            wire.readline()
+            sock.sendall(b'HELLO {"wid":"gone"}\r\nFETCH default\r\n')
+            assert wire.readline() == b"+OK\r\n"
+            time.sleep(0.2)  # let the FETCH wait for a job
+            sock.shutdown(socket.SHUT_WR)
+            # Answered now, not after the 60 s fetch timeout (the socket gives up at 20 s).
+            assert wire.readline() == b"$-1\r\n"
+            assert wire.read() == b""
+        producer = WireClient(srv.host, srv.port)
+        assert producer.hello() == b"+OK\r\n"
+        assert producer.call("PUSH " + job("j" * 24)) == b"+OK\r\n"
+        state = producer.json("INFO")["faktory"]
+        assert state["queues"] == {"default": 1} and state["sets"]["working"] == 0
+        producer.close()

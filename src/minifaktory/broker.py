@@ -57,12 +57,21 @@ class Broker(Maintenance):
 
     # -- fetch -----------------------------------------------------------------------
 
-    async def fetch(self, queues: list[str], wid: str, worker: Worker | None) -> bytes | None:
-        """Reserve the next job of the first non-empty, unpaused queue; wait up to the timeout."""
+    async def fetch(
+        self,
+        queues: list[str],
+        wid: str,
+        worker: Worker | None,
+        *,
+        hangup: asyncio.Future[None] | None = None,
+    ) -> bytes | None:
+        """Reserve the next job of the first non-empty, unpaused queue; wait up to the
+        timeout, or until ``hangup`` (the client closed its side) is done."""
         loop = self.loop
-        deadline = loop.time() + self.fetch_timeout
+        timeout = 0.0 if hangup is not None and hangup.done() else self.fetch_timeout
+        deadline = loop.time() + timeout
         if worker is not None and worker.busy_signal:
-            await asyncio.sleep(self.fetch_timeout)
+            await asyncio.sleep(timeout)
             return None
         woken: str | None = None
         while True:
@@ -81,7 +90,7 @@ class Broker(Maintenance):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            woken = await self.notifier.wait(active, remaining)
+            woken = await self.notifier.wait(active, remaining, hangup)
             if woken is None:
                 return None
 

@@ -7,6 +7,7 @@ other exception with ``-ERR internal error``, as Faktory's panic recovery does.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 from collections.abc import Awaitable, Callable
@@ -79,6 +80,9 @@ class Session:
     services: Services
     wid: str = ""
     worker: Worker | None = None
+    #: Done once the client closed its side: a FETCH then takes what is there and
+    #: stops waiting (the client may be gone; a job handed to it would sit reserved).
+    hangup: asyncio.Future[None] | None = None
 
 
 Handler = Callable[[Session, Command], Awaitable[bytes | None]]
@@ -116,7 +120,8 @@ async def pushb(session: Session, cmd: Command) -> bytes | None:
 
 
 async def fetch(session: Session, cmd: Command) -> bytes | None:
-    job = await session.services.broker.fetch(_queues_of(cmd), session.wid, session.worker)
+    broker = session.services.broker
+    job = await broker.fetch(_queues_of(cmd), session.wid, session.worker, hangup=session.hangup)
     return protocol.NULL if job is None else protocol.bulk(job)
 
 

@@ -20,19 +20,31 @@ class Notifier:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._waiters: dict[str, deque[asyncio.Future[str]]] = {}
+        self._waiters: dict[str, deque[asyncio.Future[str | None]]] = {}
 
-    async def wait(self, queues: Iterable[str], timeout: float) -> str | None:
-        """Wait until a job arrives on one of ``queues``; its name, or None on timeout."""
-        fut: asyncio.Future[str] = self._loop.create_future()
+    async def wait(
+        self, queues: Iterable[str], timeout: float, until: asyncio.Future[None] | None = None
+    ) -> str | None:
+        """Wait until a job arrives on one of ``queues``; its name, or None on timeout or
+        once ``until`` is done."""
+        fut: asyncio.Future[str | None] = self._loop.create_future()
         names = list(dict.fromkeys(queues))
         for name in names:
             self._waiters.setdefault(name, deque()).append(fut)
+
+        def give_up(_: object) -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        if until is not None:
+            until.add_done_callback(give_up)
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return None
         finally:
+            if until is not None:
+                until.remove_done_callback(give_up)
             for name in names:
                 waiters = self._waiters.get(name)
                 if waiters is not None:

@@ -201,6 +201,7 @@ class Connection(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
         self.listener.connections.add(self)
         self._loop = asyncio.get_running_loop()
+        self.session.hangup = self._loop.create_future()
         self._task = self._loop.create_task(self._serve())
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -230,12 +231,18 @@ class Connection(asyncio.BufferedProtocol):
         self._pump()
 
     def eof_received(self) -> bool:
+        # The client closed its side. As with Faktory, the lines it sent still run and
+        # their replies go out before the connection closes; but a FETCH stops waiting
+        # for a job (the client may be gone: a job handed to it would sit reserved
+        # until its reservation expired).
         self._eof = True
-        self._wake()
-        return False
+        self._hang_up()
+        self._pump()
+        return not self.tls  # asyncio's TLS transport cannot stay half-open
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
+        self._hang_up()
         self._wake()
         self.resume_writing()
         if self._task is not None and not self._task.done():
@@ -273,6 +280,11 @@ class Connection(asyncio.BufferedProtocol):
         return transport is not None and transport.get_extra_info("sslcontext") is not None
 
     # -- reading -------------------------------------------------------------------
+
+    def _hang_up(self) -> None:
+        hangup = self.session.hangup
+        if hangup is not None and not hangup.done():
+            hangup.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
