@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import cast
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
 
 GREETING = b'+HI {"v":2}\r\n'
 OK = b"+OK\r\n"
@@ -40,7 +41,10 @@ class Echo(asyncio.Protocol):
         self.transport.write(OK * lines)
 
 
-async def main(host: str, port: int) -> None:
+async def serve_until_signalled(
+    factory: Callable[[], asyncio.BaseProtocol], host: str, port: int
+) -> None:
+    """Serve ``factory``'s protocol on ``host:port`` until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
 
@@ -50,19 +54,25 @@ async def main(host: str, port: int) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, finish)
-    server = await loop.create_server(Echo, host, port, reuse_address=True)
+    server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
     async with server:
         await stop
 
 
-if __name__ == "__main__":
-    host, port = sys.argv[1], int(sys.argv[2])
-    loop = sys.argv[3] if len(sys.argv) > 3 else "uvloop"
+def run(main: Coroutine[Any, Any, None], loop: str) -> None:
+    """Run ``main`` on uvloop, or on asyncio's own loop when asked (or without uvloop)."""
     try:
         import uvloop
     except ImportError:
         loop = "asyncio"
     if loop == "asyncio":
-        asyncio.run(main(host, port))
+        asyncio.run(main)
     else:
-        uvloop.run(main(host, port))
+        uvloop.run(main)
+
+
+if __name__ == "__main__":
+    run(
+        serve_until_signalled(Echo, sys.argv[1], int(sys.argv[2])),
+        sys.argv[3] if len(sys.argv) > 3 else "uvloop",
+    )

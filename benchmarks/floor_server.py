@@ -25,16 +25,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
-import signal
 import sys
 import threading
 from typing import cast
 
 import apsw
 import msgspec
+from echo_server import GREETING, OK, run, serve_until_signalled
 
-GREETING = b'+HI {"v":2}\r\n'
-OK = b"+OK\r\n"
 NULL = b"$-1\r\n"
 LAZY_SYNC_DELAY = 0.01
 
@@ -219,29 +217,12 @@ class Connection(asyncio.BufferedProtocol):
 
 
 async def main(host: str, port: int, path: str) -> None:
-    loop = asyncio.get_running_loop()
     floor = Floor(path)
-    stop = loop.create_future()
-
-    def finish() -> None:
-        if not stop.done():
-            stop.set_result(None)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, finish)
-    server = await loop.create_server(
-        lambda: Connection(floor), host, port, reuse_address=True, backlog=1024
-    )
-    async with server:
-        await stop
+    await serve_until_signalled(lambda: Connection(floor), host, port)
 
 
 if __name__ == "__main__":
-    host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    loop = sys.argv[4] if len(sys.argv) > 4 else "uvloop"
-    if loop == "asyncio":
-        asyncio.run(main(host, port, path))
-    else:
-        import uvloop
-
-        uvloop.run(main(host, port, path))
+    run(
+        main(sys.argv[1], int(sys.argv[2]), sys.argv[3]),
+        sys.argv[4] if len(sys.argv) > 4 else "uvloop",
+    )
